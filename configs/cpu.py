@@ -1,0 +1,68 @@
+"""CPU-sized STRIDE: dim 128 / rep 256 / depth 3 prior, trained and aligned on 2 CPU cores.
+
+Variants: ``configs/cpu.py:runlocal`` is a tiny model for smoke tests.
+"""
+
+import ml_collections
+
+from stride_jax.config_util import parse_arg
+
+
+def get_config(arg=None):
+    arg = parse_arg(arg, runlocal=False)
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.fps = 30.0
+
+    config.model = dict(dim_feat=128, dim_rep=256, depth=3, num_heads=8, mlp_ratio=2.0,
+                        maxlen=243, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
+                        dtype="float32")
+
+    # Pretraining (BERT-style reconstruction of corrupted real mocap).
+    config.pretrain = ml_collections.ConfigDict()
+    config.pretrain.clip_len = 243          # frames per training clip
+    config.pretrain.clip_stride = 27        # frames between clip starts in one epoch
+    config.pretrain.batch_size = 8
+    config.pretrain.num_steps = 6000
+    config.pretrain.lr = 5e-4
+    config.pretrain.weight_decay = 0.01
+    config.pretrain.warmup_steps = 200
+    config.pretrain.grad_clip = 1.0
+    config.pretrain.speed_range = (0.8, 1.25)  # random playback-speed factor
+    config.pretrain.mirror_prob = 0.5
+    config.pretrain.bone_scale_std = 0.05   # relative std of per-bone length scaling
+    config.pretrain.pitch_max_deg = 15.0    # random camera elevation
+    config.pretrain.log_every_steps = 50
+    config.pretrain.eval_every_steps = 500
+    config.pretrain.checkpoint_every_steps = 500
+    config.pretrain.keep_checkpoints = 3
+    config.pretrain.loss = dict(mpjpe=1.0, n_mpjpe=0.5, velocity=20.0, limb_var=0.0)
+    # Corruption of the clean clip (see stride_jax/corrupt.py: corrupt_for_pretraining).
+    config.pretrain.corrupt = dict(joint_mask_ratio=0.05, frame_mask_ratio=0.3, span_min=5,
+                                   span_max=60, noise_std=0.02, scale_std=0.03,
+                                   outlier_prob=0.005, outlier_std=0.15)
+
+    # Test-time alignment (paper recipe; losses: MPJPE, N-MPJPE, velocity, limb variance).
+    config.ttt = ml_collections.ConfigDict()
+    config.ttt.window = 243                 # frames per window (<= model.maxlen)
+    config.ttt.stride = 81                  # frames between window starts
+    config.ttt.epochs = 30                  # passes over a video's windows
+    config.ttt.lr = 2e-4
+    config.ttt.weight_decay = 0.01
+    config.ttt.lr_decay = 0.99              # lr multiplied by this after every epoch
+    config.ttt.loss = dict(mpjpe=1.0, n_mpjpe=0.5, velocity=20.0, limb_var=200.0)
+    config.ttt.flip_average = False         # average with the left-right flipped prediction
+    config.ttt.bucket_multiple = 81         # pad video lengths up to a multiple of this
+
+    # Estimator / occlusion simulator for evaluation (stride_jax/corrupt.py: simulate_estimator).
+    config.simulator = dict(occ_window_s=3.2, occ_span_s=1.6, jitter_std=0.02, depth_std=0.03,
+                            scale_std=0.03, swap_prob=0.01, outlier_prob=0.005,
+                            outlier_std=0.15)
+
+    if arg.runlocal:
+        config.model.update(dim_feat=16, dim_rep=16, depth=1, num_heads=2, maxlen=81)
+        config.pretrain.update(clip_len=27, clip_stride=27, batch_size=2, num_steps=4,
+                               warmup_steps=1, log_every_steps=1, eval_every_steps=2,
+                               checkpoint_every_steps=2)
+        config.ttt.update(window=27, stride=9, epochs=2, bucket_multiple=9)
+    return config

@@ -1,0 +1,226 @@
+"""Flax DSTFormer (MotionBERT's dual-stream spatio-temporal transformer), used seq2seq 3D -> 3D.
+
+Faithful to MotionBERT's ``lib/model/DSTformer.py`` so that its PyTorch weights can be
+imported (see ``scripts/convert_motionbert_checkpoint.py``): sub-module and parameter
+names follow the PyTorch ones (``joints_embed``, ``pos_embed``, ``temp_embed``,
+``blocks_st_<i>/attn_s/qkv`` ... ``ts_attn_<i>``, ``norm``, ``pre_logits_fc``, ``head``).
+
+Shapes: input ``[B, T, J, 3]`` (root-relative metres), output ``[B, T, J, 3]``, any
+``T <= maxlen``.  Internally tokens are ``[B, T, J, C]``; spatial attention mixes the J
+joints of one frame, temporal attention mixes the T frames of one joint (bidirectional).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+_LN_EPS = 1e-6  # MotionBERT builds every LayerNorm with eps=1e-6.
+_dense_init = nn.initializers.truncated_normal(stddev=0.02)
+
+
+def _dense(features: int, name: str, dtype: Any) -> nn.Dense:
+    return nn.Dense(
+        features,
+        kernel_init=_dense_init,
+        bias_init=nn.initializers.zeros,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
+
+
+def _layer_norm(name: str, dtype: Any) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=_LN_EPS, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over joints (``mode='spatial'``) or frames (``'temporal'``)."""
+
+    dim: int
+    num_heads: int
+    mode: str
+    attn_drop: float = 0.0
+    proj_drop: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        batch, frames, joints, dim = x.shape
+        if dim % self.num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {self.num_heads}")
+        head_dim = dim // self.num_heads
+        qkv = _dense(3 * dim, "qkv", self.dtype)(x)
+        qkv = qkv.reshape(batch, frames, joints, 3, self.num_heads, head_dim)
+        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # [B,T,J,H,D]
+        q = q * jnp.asarray(head_dim**-0.5, q.dtype)
+        if self.mode == "spatial":
+            logits = jnp.einsum("btihd,btjhd->bthij", q, k)
+            attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+            attn = nn.Dropout(self.attn_drop)(attn, deterministic=deterministic)
+            out = jnp.einsum("bthij,btjhd->btihd", attn, v)
+        elif self.mode == "temporal":
+            logits = jnp.einsum("bsjhd,btjhd->bjhst", q, k)
+            attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+            attn = nn.Dropout(self.attn_drop)(attn, deterministic=deterministic)
+            out = jnp.einsum("bjhst,btjhd->bsjhd", attn, v)
+        else:
+            raise ValueError(f"unknown attention mode {self.mode!r}")
+        out = out.reshape(batch, frames, joints, dim)  # heads merge as (H, D)
+        out = _dense(dim, "proj", self.dtype)(out)
+        return nn.Dropout(self.proj_drop)(out, deterministic=deterministic)
+
+
+class Mlp(nn.Module):
+    """Linear -> exact (erf) GELU -> Linear, as MotionBERT's MLP."""
+
+    dim: int
+    hidden: int
+    drop: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        x = _dense(self.hidden, "fc1", self.dtype)(x)
+        x = nn.gelu(x, approximate=False)
+        x = nn.Dropout(self.drop)(x, deterministic=deterministic)
+        x = _dense(self.dim, "fc2", self.dtype)(x)
+        return nn.Dropout(self.drop)(x, deterministic=deterministic)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per sample."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        rng = self.make_rng("dropout")
+        mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
+
+
+class Block(nn.Module):
+    """One stream of one depth: ``order='st'`` (spatial then temporal) or ``'ts'``."""
+
+    dim: int
+    num_heads: int
+    mlp_ratio: float
+    order: str
+    drop: float = 0.0
+    attn_drop: float = 0.0
+    drop_path: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        hidden = int(self.dim * self.mlp_ratio)
+        drop_path = DropPath(self.drop_path)
+
+        def pair(h: jax.Array, kind: str) -> jax.Array:
+            mode = "spatial" if kind == "s" else "temporal"
+            attn = Attention(self.dim, self.num_heads, mode, self.attn_drop, self.drop,
+                             self.dtype, name=f"attn_{kind}")
+            mlp = Mlp(self.dim, hidden, self.drop, self.dtype, name=f"mlp_{kind}")
+            h = h + drop_path(attn(_layer_norm(f"norm1_{kind}", self.dtype)(h), deterministic),
+                              deterministic)
+            return h + drop_path(mlp(_layer_norm(f"norm2_{kind}", self.dtype)(h), deterministic),
+                                 deterministic)
+
+        if self.order not in ("st", "ts"):
+            raise ValueError(f"unknown block order {self.order!r}")
+        for kind in self.order:
+            x = pair(x, kind)
+        return x
+
+
+class DSTFormer(nn.Module):
+    """Dual-stream spatio-temporal transformer, ``[B,T,J,3] -> [B,T,J,3]``."""
+
+    dim_in: int = 3
+    dim_out: int = 3
+    dim_feat: int = 128
+    dim_rep: int = 256
+    depth: int = 3
+    num_heads: int = 8
+    mlp_ratio: float = 2.0
+    num_joints: int = 17
+    maxlen: int = 243
+    drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    att_fuse: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        if x.ndim != 4 or x.shape[-2:] != (self.num_joints, self.dim_in):
+            raise ValueError(
+                f"DSTFormer expects [B, T, {self.num_joints}, {self.dim_in}], got {x.shape}")
+        frames = x.shape[1]
+        if frames > self.maxlen:
+            raise ValueError(
+                f"sequence of {frames} frames exceeds maxlen {self.maxlen}: cut it into windows")
+        c = self.dim_feat
+        pos_embed = self.param("pos_embed", _dense_init, (1, self.num_joints, c), jnp.float32)
+        temp_embed = self.param("temp_embed", _dense_init, (1, self.maxlen, 1, c), jnp.float32)
+        h = _dense(c, "joints_embed", self.dtype)(x.astype(self.dtype))
+        h = h + pos_embed.astype(self.dtype) + temp_embed[:, :frames].astype(self.dtype)
+        h = nn.Dropout(self.drop_rate)(h, deterministic=deterministic)
+        rates = [self.drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth)]
+        block = functools.partial(Block, c, self.num_heads, self.mlp_ratio, drop=self.drop_rate,
+                                  attn_drop=self.attn_drop_rate, dtype=self.dtype)
+        for i in range(self.depth):
+            x_st = block("st", drop_path=rates[i], name=f"blocks_st_{i}")(h, deterministic)
+            x_ts = block("ts", drop_path=rates[i], name=f"blocks_ts_{i}")(h, deterministic)
+            if self.att_fuse:
+                fuse = nn.Dense(2, kernel_init=nn.initializers.zeros,
+                                bias_init=nn.initializers.constant(0.5), dtype=self.dtype,
+                                param_dtype=jnp.float32, name=f"ts_attn_{i}")
+                alpha = jax.nn.softmax(
+                    fuse(jnp.concatenate([x_st, x_ts], axis=-1)).astype(jnp.float32), axis=-1)
+                alpha = alpha.astype(x_st.dtype)
+                h = x_st * alpha[..., 0:1] + x_ts * alpha[..., 1:2]
+            else:
+                h = (x_st + x_ts) * 0.5
+        h = _layer_norm("norm", self.dtype)(h)
+        if self.dim_rep:
+            h = jnp.tanh(_dense(self.dim_rep, "pre_logits_fc", self.dtype)(h))
+        out = _dense(self.dim_out, "head", self.dtype)(h)
+        return out.astype(jnp.float32)
+
+
+def build_model(model_config: ml_collections.ConfigDict | dict) -> DSTFormer:
+    """Builds a DSTFormer from ``config.model`` (fields as in ``configs/*.py``).
+
+    Args:
+      model_config: mapping with ``dim_feat, dim_rep, depth, num_heads, mlp_ratio, maxlen``
+        and optionally ``num_joints, drop_rate, attn_drop_rate, drop_path_rate, att_fuse,
+        dtype`` (``'float32'`` or ``'bfloat16'``: compute dtype; params stay float32).
+    """
+    cfg = dict(model_config)
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.pop("dtype", "float32")]
+    allowed = {f for f in DSTFormer.__dataclass_fields__ if f not in ("parent", "name")}
+    unknown = set(cfg) - allowed
+    if unknown:
+        raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+    return DSTFormer(dtype=dtype, **cfg)
+
+
+def init_params(model: DSTFormer, key: jax.Array, frames: int | None = None) -> Any:
+    """Initialises parameters with a dummy ``[1, frames, J, 3]`` input (default: 1 frame)."""
+    dummy = jnp.zeros((1, frames or 1, model.num_joints, model.dim_in), jnp.float32)
+    return model.init({"params": key}, dummy)["params"]
+
+
+def count_params(params: Any) -> int:
+    """Total number of scalar parameters in a pytree."""
+    return int(sum(p.size for p in jax.tree_util.tree_leaves(params)))
