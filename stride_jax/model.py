@@ -50,7 +50,8 @@ class Attention(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool = True,
+                 frame_mask: jax.Array | None = None) -> jax.Array:
         batch, frames, joints, dim = x.shape
         if dim % self.num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {self.num_heads}")
@@ -66,6 +67,8 @@ class Attention(nn.Module):
             out = jnp.einsum("bthij,btjhd->btihd", attn, v)
         elif self.mode == "temporal":
             logits = jnp.einsum("bsjhd,btjhd->bjhst", q, k)
+            if frame_mask is not None:  # padded frames are never attended to
+                logits = jnp.where(frame_mask[:, None, None, None, :], logits, -1e9)
             attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
             attn = nn.Dropout(self.attn_drop)(attn, deterministic=deterministic)
             out = jnp.einsum("bjhst,btjhd->bsjhd", attn, v)
@@ -121,7 +124,8 @@ class Block(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool = True,
+                 frame_mask: jax.Array | None = None) -> jax.Array:
         hidden = int(self.dim * self.mlp_ratio)
         drop_path = DropPath(self.drop_path)
 
@@ -130,8 +134,8 @@ class Block(nn.Module):
             attn = Attention(self.dim, self.num_heads, mode, self.attn_drop, self.drop,
                              self.dtype, name=f"attn_{kind}")
             mlp = Mlp(self.dim, hidden, self.drop, self.dtype, name=f"mlp_{kind}")
-            h = h + drop_path(attn(_layer_norm(f"norm1_{kind}", self.dtype)(h), deterministic),
-                              deterministic)
+            h = h + drop_path(attn(_layer_norm(f"norm1_{kind}", self.dtype)(h), deterministic,
+                                   frame_mask), deterministic)
             return h + drop_path(mlp(_layer_norm(f"norm2_{kind}", self.dtype)(h), deterministic),
                                  deterministic)
 
@@ -161,7 +165,14 @@ class DSTFormer(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    def __call__(self, x: jax.Array, deterministic: bool = True,
+                 frame_mask: jax.Array | None = None) -> jax.Array:
+        """``x [B,T,J,3]`` -> ``[B,T,J,3]``; ``frame_mask [B,T]`` hides padded frames.
+
+        With a ``frame_mask`` no frame attends to a masked frame, so the outputs at
+        unmasked frames equal those of the unpadded sequence (up to the temporal
+        positional embedding, which is indexed from the window start either way).
+        """
         if x.ndim != 4 or x.shape[-2:] != (self.num_joints, self.dim_in):
             raise ValueError(
                 f"DSTFormer expects [B, T, {self.num_joints}, {self.dim_in}], got {x.shape}")
@@ -179,8 +190,10 @@ class DSTFormer(nn.Module):
         block = functools.partial(Block, c, self.num_heads, self.mlp_ratio, drop=self.drop_rate,
                                   attn_drop=self.attn_drop_rate, dtype=self.dtype)
         for i in range(self.depth):
-            x_st = block("st", drop_path=rates[i], name=f"blocks_st_{i}")(h, deterministic)
-            x_ts = block("ts", drop_path=rates[i], name=f"blocks_ts_{i}")(h, deterministic)
+            x_st = block("st", drop_path=rates[i], name=f"blocks_st_{i}")(h, deterministic,
+                                                                            frame_mask)
+            x_ts = block("ts", drop_path=rates[i], name=f"blocks_ts_{i}")(h, deterministic,
+                                                                            frame_mask)
             if self.att_fuse:
                 fuse = nn.Dense(2, kernel_init=nn.initializers.zeros,
                                 bias_init=nn.initializers.constant(0.5), dtype=self.dtype,

@@ -1,0 +1,87 @@
+"""The one optimisation step shared by pretraining and test-time alignment.
+
+``make_step`` builds ``step(state, batch, rng) -> (state, metrics)`` where ``state`` is a
+plain ``{"params", "opt"}`` pytree and ``batch`` holds ``inputs`` (what the model sees),
+``targets`` (clean poses in pretraining, pseudo-labels at test time), optionally ``mask``
+(loss weight per frame ``[B,T]`` or joint ``[B,T,J]``) and ``frame_mask`` (bool ``[B,T]``,
+False on padding, which the model's temporal attention then ignores).  Pretraining jits it over a batch of clips; alignment runs the very same
+function in ``lax.scan`` under ``vmap`` (one state per video).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from stride_jax import losses, skeleton
+from stride_jax.model import DSTFormer
+
+State = dict[str, Any]
+Batch = dict[str, jax.Array]
+StepFn = Callable[[State, Batch, jax.Array], tuple[State, dict[str, jax.Array]]]
+
+
+def make_optimizer(learning_rate: float | optax.Schedule, *, weight_decay: float,
+                   grad_clip: float | None = None) -> optax.GradientTransformation:
+    """AdamW (PyTorch defaults: b1 0.9, b2 0.999, eps 1e-8) with optional global-norm clip."""
+    adamw = optax.adamw(learning_rate, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay)
+    if grad_clip:
+        return optax.chain(optax.clip_by_global_norm(grad_clip), adamw)
+    return adamw
+
+
+def init_state(params: Any, optimizer: optax.GradientTransformation) -> State:
+    """Training state pytree ``{"params", "opt"}``."""
+    return {"params": params, "opt": optimizer.init(params)}
+
+
+def make_step(model: DSTFormer, loss_weights: Mapping[str, float],
+              optimizer: optax.GradientTransformation, *, train: bool = False) -> StepFn:
+    """Builds the pure update ``step(state, batch, rng) -> (state, metrics)``.
+
+    Args:
+      model: the DSTFormer.
+      loss_weights: term -> weight for ``losses.weighted_loss``.
+      optimizer: optax transformation whose state is ``state["opt"]``.
+      train: run dropout / drop-path (needs the ``rng``); off for alignment.
+
+    The step's metrics are scalars: ``loss``, each loss term, and ``grad_norm``.
+    """
+    weights = {k: float(v) for k, v in loss_weights.items()}
+
+    def loss_fn(params: Any, batch: Batch, rng: jax.Array):
+        pred = model.apply({"params": params}, batch["inputs"], deterministic=not train,
+                           frame_mask=batch.get("frame_mask"),
+                           rngs={"dropout": rng} if train else None)
+        total, terms = losses.weighted_loss(pred, batch["targets"], batch.get("mask"), weights)
+        return total, terms
+
+    def step(state: State, batch: Batch, rng: jax.Array):
+        (total, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"], batch, rng)
+        updates, opt = optimizer.update(grads, state["opt"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics = {"loss": total, "grad_norm": optax.global_norm(grads), **terms}
+        return {"params": params, "opt": opt}, metrics
+
+    return step
+
+
+def predict(model: DSTFormer, params: Any, inputs: jax.Array, *,
+            frame_mask: jax.Array | None = None, flip_average: bool = False) -> jax.Array:
+    """Model prediction ``[B,T,J,3] -> [B,T,J,3]``, optionally averaged with the mirrored one.
+
+    Mirroring negates x and swaps left/right joints (``skeleton.MIRROR``) on the way in and
+    undoes it on the way out, as MotionBERT's flip test-time augmentation.
+    """
+    pred = model.apply({"params": params}, inputs, frame_mask=frame_mask)
+    if not flip_average:
+        return pred
+    sign = jnp.array([-1.0, 1.0, 1.0], inputs.dtype)
+    mirror = jnp.asarray(skeleton.MIRROR)
+    flipped = model.apply({"params": params}, (inputs * sign)[..., mirror, :],
+                          frame_mask=frame_mask)
+    return 0.5 * (pred + (flipped * sign)[..., mirror, :])
