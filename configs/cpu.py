@@ -52,6 +52,8 @@ def get_config(arg=None):
     config.ttt.lr_decay = 0.99              # lr multiplied by this after every epoch
     config.ttt.loss = dict(mpjpe=1.0, n_mpjpe=0.5, velocity=20.0, limb_var=200.0)
     config.ttt.flip_average = False         # average with the left-right flipped prediction
+    config.ttt.interp_weight = 1.0          # loss weight of interpolated (undetected) frames
+    config.ttt.max_batch = 16               # most videos aligned in one compiled call
     config.ttt.bucket_multiple = 81         # pad video lengths up to a multiple of this
 
     # Estimator / occlusion simulator for evaluation (stride_jax/corrupt.py: simulate_estimator).

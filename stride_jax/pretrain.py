@@ -29,7 +29,7 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stride_jax import checkpoint, corrupt, metrics, train_step
+from stride_jax import checkpoint, corrupt, logs, metrics, train_step
 from stride_jax.data import augment, dataset, windows
 from stride_jax.data.prefetch import Prefetcher
 from stride_jax.evalset import EvalSet, make_eval_set
@@ -50,8 +50,8 @@ EVAL_FIELDS = ("step", "val_mpjpe_occluded_input", "val_mpjpe_occluded_frames",
 def augment_clips(key: jax.Array, world: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
     """World clips ``[B,T,17,3]`` -> root-relative camera-space targets (bone scale, view, flip)."""
     k_bone, k_view, k_flip = jax.random.split(key, 3)
-    world = augment.scale_bones(k_bone, world, cfg.bone_scale_std)
-    cam = augment.random_view(k_view, world, np.deg2rad(cfg.pitch_max_deg))
+    world = augment.scale_bones(k_bone, world, std=cfg.bone_scale_std)
+    cam = augment.random_view(k_view, world, pitch_max_rad=np.deg2rad(cfg.pitch_max_deg))
     flip = jax.random.bernoulli(k_flip, cfg.mirror_prob, (world.shape[0], 1, 1, 1))
     cam = jnp.where(flip, augment.mirror(cam), cam)
     return augment.root_relative(cam)
@@ -186,9 +186,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     optimizer = train_step.make_optimizer(_schedule(pcfg), weight_decay=pcfg.weight_decay,
                                           grad_clip=pcfg.grad_clip)
     base_key = jax.random.key(config.seed)
-    state = train_step.init_state(init_params(model, jax.random.fold_in(base_key, -1)), optimizer)
+    state = train_step.init_state(init_params(model, jax.random.fold_in(base_key, 2**31 - 1)), optimizer)
     logging.info("model: %d parameters; train clips/epoch ~%d; val windows %d",
-                 count_params(state["params"]), len(sampler), len(evalset.names))
+                 count_params(state["params"]), sampler.clips_per_epoch, len(evalset.names))
 
     ckpts = checkpoint.TrainCheckpoints(workdir, keep=pcfg.keep_checkpoints)
     start, best = 0, float("inf")
@@ -270,6 +270,7 @@ def _manifest_hash() -> str | None:
 
 def main(argv: list[str]) -> None:
     del argv
+    logs.setup()
     logging.info("devices: %s", jax.devices())
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

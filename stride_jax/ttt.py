@@ -1,0 +1,142 @@
+"""Batched test-time training: one compiled ``jit(vmap(scan(step)))`` for K videos.
+
+Each video arrives as ``N`` windows of ``W`` frames of root-relative pseudo-labels
+(``inputs [K, N, W, 17, 3]``), loss weights (``weights [K, N, W]``: 1 on detected frames,
+``ttt.interp_weight`` on interpolated ones, 0 on padding) and ``frame_mask [K, N, W]``
+(False on padding, which the model never attends to).  Every video gets its own copy of
+the prior's parameters and AdamW state; ``lax.scan`` runs ``ttt.epochs`` optimisation
+steps (one step = all windows of the video = one epoch, lr x ``lr_decay`` per epoch) and
+ends with the fine-tuned prior's prediction.  Padding videos and windows to a common
+shape does not change any real video's result (masked losses, masked attention).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from stride_jax import train_step
+from stride_jax.model import DSTFormer
+
+TTTFn = Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
+
+
+def make_optimizer(ttt: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW with lr x ``lr_decay`` after every epoch (= step)."""
+    schedule = optax.exponential_decay(ttt.lr, transition_steps=1, decay_rate=ttt.lr_decay,
+                                       staircase=True)
+    return train_step.make_optimizer(schedule, weight_decay=ttt.weight_decay)
+
+
+def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Callable:
+    """``run(params, inputs [N,W,J,3], weights [N,W], frame_mask [N,W], key)``.
+
+    Returns ``(pred [N,W,J,3], loss_curve [epochs], ok [])``: ``ok`` is False when a loss
+    or the prediction is not finite; then ``pred`` is the input (the interpolation) and
+    the parameters stop at the last finite step.
+    """
+    optimizer = make_optimizer(ttt)
+    step = train_step.make_step(model, ttt.loss, optimizer)
+
+    def run(params: Any, inputs: jax.Array, weights: jax.Array, frame_mask: jax.Array,
+            key: jax.Array):
+        batch = {"inputs": inputs, "targets": inputs, "mask": weights, "frame_mask": frame_mask}
+
+        def body(state, i):
+            new_state, m = step(state, batch, jax.random.fold_in(key, i))
+            finite = jnp.isfinite(m["loss"])
+            state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new_state,
+                                           state)
+            return state, m["loss"]
+
+        state, curve = jax.lax.scan(body, train_step.init_state(params, optimizer),
+                                    jnp.arange(ttt.epochs))
+        pred = train_step.predict(model, state["params"], inputs, frame_mask=frame_mask,
+                                  flip_average=ttt.flip_average)
+        ok = jnp.all(jnp.isfinite(curve)) & jnp.all(jnp.isfinite(pred))
+        return jnp.where(ok, pred, inputs), curve, ok
+
+    return run
+
+
+def make_batched_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict) -> TTTFn:
+    """``jit(vmap(run_one_video))``: params shared (broadcast), everything else per video."""
+    run = make_run_one_video(model, ttt)
+    return jax.jit(jax.vmap(run, in_axes=(None, 0, 0, 0, 0)), donate_argnums=(1,))
+
+
+def make_looped_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict) -> TTTFn:
+    """The same per-video computation, jitted once and looped over videos in Python.
+
+    The baseline that ``scripts/bench_align.py`` compares vmap against.
+    """
+    one = jax.jit(make_run_one_video(model, ttt))
+
+    def looped(params, inputs, weights, frame_mask, keys):
+        outs = [one(params, inputs[k], weights[k], frame_mask[k], keys[k])
+                for k in range(inputs.shape[0])]
+        return tuple(jnp.stack(x) for x in zip(*outs))
+
+    return looped
+
+
+@dataclasses.dataclass
+class CompiledTTT:
+    """A TTT function compiled for one ``(K, N, W)`` shape, with its compile time."""
+
+    fn: Any
+    compile_s: float
+    shape: tuple[int, int, int]
+    sharding: NamedSharding | None = None
+
+
+def video_mesh() -> Mesh | None:
+    """A 1-D mesh over all local devices (axis ``'videos'``), or None for one device."""
+    devices = jax.devices()
+    return Mesh(np.array(devices), ("videos",)) if len(devices) > 1 else None
+
+
+def compile_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, params: Any,
+                shape: tuple[int, int, int], mesh: Mesh | None = None) -> CompiledTTT:
+    """Lowers and compiles the batched TTT for ``K`` videos of ``N`` windows of ``W`` frames.
+
+    With a ``mesh`` the video axis ``K`` (a multiple of the mesh size) is sharded over
+    devices and the params are replicated.
+    """
+    k, n, w = shape
+    joints = model.num_joints
+    sds = jax.ShapeDtypeStruct
+    sharding = None
+    if mesh is not None:
+        if k % mesh.size:
+            raise ValueError(f"K={k} videos is not a multiple of the {mesh.size} devices")
+        sharding = NamedSharding(mesh, PartitionSpec("videos"))
+    args = (
+        jax.tree_util.tree_map(lambda p: sds(p.shape, p.dtype), params),
+        sds((k, n, w, joints, 3), jnp.float32, sharding=sharding),
+        sds((k, n, w), jnp.float32, sharding=sharding),
+        sds((k, n, w), jnp.bool_, sharding=sharding),
+        sds((k,), jax.random.key(0).dtype, sharding=sharding),
+    )
+    t0 = time.perf_counter()
+    compiled = make_batched_ttt(model, ttt).lower(*args).compile()
+    return CompiledTTT(compiled, time.perf_counter() - t0, shape, sharding)
+
+
+def run_compiled(compiled: CompiledTTT, params: Any, inputs: np.ndarray, weights: np.ndarray,
+                 frame_mask: np.ndarray, keys: jax.Array) -> tuple[np.ndarray, np.ndarray,
+                                                                    np.ndarray]:
+    """Runs a compiled TTT and returns host arrays ``(pred, loss_curves, ok)``."""
+    put = (lambda x: jax.device_put(x, compiled.sharding)) if compiled.sharding else jnp.asarray
+    out = compiled.fn(params, put(np.asarray(inputs, np.float32)),
+                      put(np.asarray(weights, np.float32)), put(np.asarray(frame_mask, bool)),
+                      put(keys) if compiled.sharding else keys)
+    return tuple(np.asarray(x) for x in jax.device_get(out))
