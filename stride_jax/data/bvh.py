@@ -241,7 +241,7 @@ def forward_kinematics(bvh: Bvh, position_channels: str = "auto") -> np.ndarray:
         local = np.broadcast_to(np.eye(3), (num_frames, 3, 3))
         pos_axes = [(k, _AXES[c[0]]) for k, c in enumerate(joint.channels) if c.endswith("position")]
         if pos_axes:
-            ks, axes = zip(*pos_axes)
+            ks, axes = zip(*pos_axes, strict=True)
             first = values[0, list(ks)]
             relative = position_channels == "relative" or (
                 position_channels == "auto"

@@ -245,7 +245,7 @@ def fetch(root: Path | str | None = None, force: bool = False, verbose: bool = T
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, default=None, help="cache directory (default: $STRIDE_DATA or ~/.cache/stride_jax)")
+    parser.add_argument("--root", type=Path, default=None, help="default: $STRIDE_DATA or ~/.cache/stride_jax")
     parser.add_argument("--force", action="store_true", help="download again even if the files are present")
     args = parser.parse_args(argv)
     try:

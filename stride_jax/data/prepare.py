@@ -20,7 +20,8 @@ names or the Blender rig of ``test3.bvh``); Y up; units detected. An ``.npz`` ho
 (T, 17, 3) H36M-17 positions in metres, world Y up, and ``fps``, optionally ``subject`` and
 ``split``. The subject defaults to the file's folder below DIR (the file stem for files
 directly in DIR), the split to ``--extra-split`` (``train``). Extra sequences are named
-``extra_<path below DIR>``; a subject may not appear in two splits.
+``extra_<path below DIR>``; a subject may not appear in two splits. ``--no-builtin`` prepares
+only the extra data (no fetch needed).
 """
 
 from __future__ import annotations
@@ -192,7 +193,9 @@ def _check_splits(entries: dict[str, dict]) -> None:
     seen: dict[str, str] = {}
     for name, e in entries.items():
         if seen.setdefault(e["subject"], e["split"]) != e["split"]:
-            raise ValueError(f"subject {e['subject']!r} ({name}) would be in both {seen[e['subject']]} and {e['split']}")
+            raise ValueError(
+                f"subject {e['subject']!r} ({name}) would be in both {seen[e['subject']]} and {e['split']}"
+            )
 
 
 def dataset_hash(entries: dict[str, dict]) -> str:
@@ -309,7 +312,8 @@ def plot_sources(root: Path | str | None = None, out_dir: Path | str = "docs/dat
         pose = pose @ np.array([[c, 0.0, -s_], [0.0, 1.0, 0.0], [s_, 0.0, c]])
         pose[:, [0, 2]] -= pose[ix["pelvis"], [0, 2]]
         fig, axes = plt.subplots(1, 2, figsize=(6.4, 4.0), dpi=80)
-        for ax, (h, title) in zip(axes, ((0, "front (left side on the right)"), (2, "side (facing right)"))):
+        views = ((0, "front (left side on the right)"), (2, "side (facing right)"))
+        for ax, (h, title) in zip(axes, views, strict=True):
             for parent, child in skeleton.BONES:
                 color = "tab:blue" if child in skeleton.LEFT else "tab:red" if child in skeleton.RIGHT else "k"
                 ax.plot(pose[[parent, child], h], pose[[parent, child], 1], "-o", color=color, ms=3, lw=2)
@@ -334,14 +338,15 @@ def plot_sources(root: Path | str | None = None, out_dir: Path | str = "docs/dat
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, default=None, help="cache directory (default: $STRIDE_DATA or ~/.cache/stride_jax)")
+    parser.add_argument("--root", type=Path, default=None, help="default: $STRIDE_DATA or ~/.cache/stride_jax")
     parser.add_argument("--extra", type=Path, default=None, help="directory of your own .bvh / .npz motion files")
     parser.add_argument("--extra-split", default="train", choices=SPLITS, help="split for extra files that name none")
+    parser.add_argument("--no-builtin", action="store_true", help="only the --extra data, not the fetched files")
     parser.add_argument("--demo", action="store_true", help="also rewrite stride_jax/assets/demo_climb.npz")
     parser.add_argument("--figures", type=Path, default=None, help="also save one PNG per source into this directory")
     args = parser.parse_args(argv)
     try:
-        manifest = prepare(args.root, extra=args.extra, extra_split=args.extra_split)
+        manifest = prepare(args.root, extra=args.extra, extra_split=args.extra_split, builtin=not args.no_builtin)
         if args.demo:
             print(f"wrote {build_demo(args.root)}")
         if args.figures is not None:

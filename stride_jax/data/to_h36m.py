@@ -77,7 +77,8 @@ _PELVIS, _SPINE, _THORAX, _NECK, _HEAD = (
 
 def _limbs(*chains: tuple[str, str, str]) -> dict[str, tuple[str, ...]]:
     """H36M limb joints from source chains given as right leg, left leg, left arm, right arm."""
-    return {h: (s,) for h_chain, s_chain in zip(_LIMB_JOINTS, chains) for h, s in zip(h_chain, s_chain)}
+    pairs = zip(_LIMB_JOINTS, chains, strict=True)
+    return {h: (s,) for h_chain, s_chain in pairs for h, s in zip(h_chain, s_chain, strict=True)}
 
 
 def _axial(pelvis, spine, thorax, neck) -> dict[str, tuple[str, ...]]:
@@ -209,3 +210,12 @@ def to_h36m(motion: Motion, rig: str | None = None) -> np.ndarray:
         out[:, skeleton.JOINT_INDEX[joint]] = src[:, [index[n] for n in names]].mean(axis=1)
     out[:, _HEAD] = head_top(out[:, _PELVIS], out[:, _SPINE], out[:, _THORAX], out[:, _NECK])
     return out.astype(np.float32)
+
+
+def _check() -> None:
+    for name, rig in RIGS.items():
+        assert set(rig.joints) == set(skeleton.JOINT_NAMES) - {"head"}, name
+        assert rig.up in ("y", "z"), name
+
+
+_check()
