@@ -1,0 +1,272 @@
+"""Synthetic corruption of clean pose sequences.
+
+* :func:`corrupt_for_pretraining` — BERT-style corruption used to pretrain the
+  motion prior (paper Sec. 3.2): occlusion spans, joint masks, noise, scale
+  errors and outliers, with masked entries filled by linear interpolation
+  exactly like the test-time pseudo-labels (Sec. 3.3).
+* :func:`simulate_estimator` — a noisy off-the-shelf 3D pose estimator on an
+  "Occluded Human3.6M"-style video (Sec. 4.1): in every 3.2 s window the
+  person is undetected for a contiguous 1.6 s span.
+
+Both take an explicit ``jax.random`` key, keyword-only hyperparameters (so
+``fn(key, x, **config_dict)`` works) and are jit-able when the hyperparameters
+are Python constants (close over them or mark them static).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stride_jax import skeleton
+from stride_jax.interpolate import fill_missing
+
+# Id of the left/right pair of each joint (its lower index): one swap draw per pair.
+_PAIR_ID = np.minimum(np.arange(skeleton.NUM_JOINTS), skeleton.MIRROR)
+
+
+def _check_poses(x: jax.Array, name: str) -> None:
+    if x.ndim < 3 or x.shape[-2:] != (skeleton.NUM_JOINTS, 3):
+        raise ValueError(f"{name} must be [..., T, {skeleton.NUM_JOINTS}, 3], got {x.shape}")
+    if x.shape[-3] < 1:
+        raise ValueError(f"{name} needs at least one frame, got {x.shape}")
+
+
+def _check_nonneg(**values: float) -> None:
+    for name, value in values.items():
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _check_prob(**values: float) -> None:
+    for name, value in values.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def _scale_root_relative(poses: jax.Array, factor: jax.Array) -> jax.Array:
+    """Scales ``[..., T, J, 3]`` about joint 0 by ``factor [..., T]``."""
+    root = poses[..., :1, :]
+    return root + (poses - root) * factor[..., None, None]
+
+
+def _outliers(key: jax.Array, poses: jax.Array, prob: float, std: float) -> jax.Array:
+    """Adds N(0, std) offsets to a random ``prob`` fraction of joints."""
+    k_hit, k_off = jax.random.split(key)
+    hit = jax.random.bernoulli(k_hit, prob, poses.shape[:-1])
+    offset = std * jax.random.normal(k_off, poses.shape, poses.dtype)
+    return poses + jnp.where(hit[..., None], offset, 0.0)
+
+
+def _span_mask(
+    key: jax.Array, n_frames: int, n_masked: int, span_min: int, span_max: int
+) -> jax.Array:
+    """Random non-overlapping spans covering exactly ``n_masked`` frames.
+
+    Span lengths are uniform integers in ``[span_min, span_max]`` (capped at the
+    sequence length); the last span is truncated so the total is exact.  The
+    free frames are split into random gaps around the spans.
+
+    Returns:
+      bool ``[n_frames]``, True where masked.
+    """
+    if n_masked == 0:
+        return jnp.zeros((n_frames,), bool)
+    hi = max(min(span_max, n_masked), 1)
+    lo = min(span_min, hi)
+    n_spans = -(-n_masked // lo) + 1  # static upper bound on the span count
+    k_len, k_gap = jax.random.split(key)
+    lengths = jax.random.randint(k_len, (n_spans,), lo, hi + 1)
+    before = jnp.cumsum(lengths) - lengths
+    lengths = jnp.clip(n_masked - before, 0, lengths)  # truncate to the exact total
+    before = jnp.cumsum(lengths) - lengths
+    # Gap k precedes span k; gap n_spans trails.  Unused spans get no gap.
+    gaps = jax.random.exponential(k_gap, (n_spans + 1,))
+    gaps = gaps * jnp.concatenate([lengths > 0, jnp.ones((1,), bool)])
+    frac = jnp.cumsum(gaps)[:-1] / jnp.sum(gaps)
+    n_free = n_frames - n_masked
+    starts = jnp.clip(jnp.floor(n_free * frac).astype(jnp.int32), 0, n_free) + before
+    t = jnp.arange(n_frames)[:, None]
+    return jnp.any((t >= starts) & (t < starts + lengths), axis=-1)
+
+
+def corrupt_for_pretraining(
+    key: jax.Array,
+    clean: jax.Array,
+    *,
+    joint_mask_ratio: float = 0.05,
+    frame_mask_ratio: float = 0.3,
+    span_min: int = 5,
+    span_max: int = 60,
+    noise_std: float = 0.02,
+    scale_std: float = 0.03,
+    outlier_prob: float = 0.005,
+    outlier_std: float = 0.15,
+) -> tuple[jax.Array, jax.Array]:
+    """BERT-style corruption of clean clips, filled like test-time pseudo-labels.
+
+    Steps: per-frame scale error of the root-relative pose (factor
+    ``1 + N(0, scale_std)``), per-joint Gaussian noise, rare outliers, then
+    masking — contiguous occlusion spans covering ``round(frame_mask_ratio*T)``
+    frames of every sequence (lengths uniform in ``[span_min, span_max]``, the
+    last span truncated to hit the total; spans may touch; at least one frame
+    stays visible) and independent joint masks (each joint of each frame with
+    probability ``joint_mask_ratio``) — and finally :func:`fill_missing` over the masked
+    entries, so the prior learns to map interpolated noisy input to clean motion.
+
+    Args:
+      key: PRNG key.
+      clean: ``[..., T, 17, 3]`` clean poses (metres, camera axes).
+      joint_mask_ratio: probability that a single joint of a frame is masked.
+      frame_mask_ratio: fraction of frames hidden in occlusion spans, in [0, 1).
+      span_min: shortest occlusion span (frames, >= 1).
+      span_max: longest occlusion span (frames, >= span_min).
+      noise_std: per-coordinate Gaussian noise std (metres).
+      scale_std: std of the per-frame relative scale error.
+      outlier_prob: probability that a joint gets an outlier offset.
+      outlier_std: per-coordinate std of outlier offsets (metres).
+
+    Returns:
+      ``(noisy, valid)``: filled noisy poses ``[..., T, 17, 3]`` and the frame
+      validity ``bool [..., T]`` (False inside occlusion spans; joint masks are
+      not reported).
+    """
+    clean = jnp.asarray(clean)
+    _check_poses(clean, "clean")
+    _check_nonneg(noise_std=noise_std, scale_std=scale_std, outlier_std=outlier_std)
+    _check_prob(joint_mask_ratio=joint_mask_ratio, outlier_prob=outlier_prob)
+    if not 0.0 <= frame_mask_ratio < 1.0:
+        raise ValueError(f"frame_mask_ratio must be in [0, 1), got {frame_mask_ratio}")
+    if not 1 <= span_min <= span_max:
+        raise ValueError(f"need 1 <= span_min <= span_max, got {span_min}, {span_max}")
+    batch, n_frames = clean.shape[:-3], clean.shape[-3]
+    n_masked = min(int(round(frame_mask_ratio * n_frames)), n_frames - 1)
+    k_scale, k_noise, k_out, k_span, k_joint = jax.random.split(key, 5)
+
+    scale = 1.0 + scale_std * jax.random.normal(k_scale, batch + (n_frames,), clean.dtype)
+    noisy = _scale_root_relative(clean, scale)
+    noisy = noisy + noise_std * jax.random.normal(k_noise, clean.shape, clean.dtype)
+    noisy = _outliers(k_out, noisy, outlier_prob, outlier_std)
+
+    span_keys = jax.random.split(k_span, batch)
+    span_fn = functools.partial(_span_mask, n_frames=n_frames, n_masked=n_masked,
+                                span_min=span_min, span_max=span_max)
+    for _ in batch:
+        span_fn = jax.vmap(span_fn)
+    valid = ~span_fn(span_keys)
+    joint_masked = jax.random.bernoulli(k_joint, joint_mask_ratio, clean.shape[:-1])
+    joint_valid = valid[..., None] & ~joint_masked
+    return fill_missing(noisy, joint_valid), valid
+
+
+def occlusion_mask(
+    key: jax.Array, batch_shape: tuple[int, ...], n_frames: int, *, window: int, span: int
+) -> jax.Array:
+    """Validity with one undetected span of ``span`` frames per ``window`` frames.
+
+    Windows start at frame 0; in window ``i`` frames ``[i*window + o_i,
+    i*window + o_i + span)`` are invalid, with ``o_i`` uniform in
+    ``[0, window - span]``.  A trailing partial window is cut at the sequence end.
+
+    Returns:
+      bool ``batch_shape + (n_frames,)``, False where undetected.
+    """
+    if not 0 <= span <= window or window < 1:
+        raise ValueError(f"need 0 <= span <= window and window >= 1, got {span}, {window}")
+    n_windows = -(-n_frames // window)
+    offsets = jax.random.randint(key, batch_shape + (n_windows,), 0, window - span + 1)
+    t = jnp.arange(n_frames)
+    offset_t = jnp.take(offsets, t // window, axis=-1)
+    pos = t % window
+    return ~((pos >= offset_t) & (pos < offset_t + span))
+
+
+def swap_left_right(key: jax.Array, poses: jax.Array, prob: float) -> jax.Array:
+    """Swaps each left/right joint pair (skeleton.MIRROR) of each frame with ``prob``.
+
+    Models an estimator confusing the sides: labels swap, coordinates do not
+    change sign.  ``poses`` is ``[..., T, 17, 3]``.
+    """
+    draws = jax.random.bernoulli(key, prob, poses.shape[:-1])
+    swap = jnp.take(draws, jnp.asarray(_PAIR_ID), axis=-1)
+    src = jnp.where(swap, jnp.asarray(skeleton.MIRROR), jnp.arange(skeleton.NUM_JOINTS))
+    return jnp.take_along_axis(poses, src[..., None], axis=-2)
+
+
+def simulate_estimator(
+    key: jax.Array,
+    clean_cam: jax.Array,
+    *,
+    fps: float,
+    occ_window_s: float = 3.2,
+    occ_span_s: float = 1.6,
+    jitter_std: float = 0.02,
+    depth_std: float = 0.03,
+    scale_std: float = 0.03,
+    swap_prob: float = 0.01,
+    outlier_prob: float = 0.005,
+    outlier_std: float = 0.15,
+) -> tuple[jax.Array, jax.Array]:
+    """Noisy, occluded estimates of clean camera-space poses (Occluded Human3.6M).
+
+    Occlusion: the video is cut into consecutive windows of
+    ``round(occ_window_s * fps)`` frames starting at frame 0; in each, a
+    contiguous span of ``round(occ_span_s * fps)`` frames at a uniformly random
+    offset is undetected (``valid`` False, poses set to 0).  Defaults (3.2 s
+    windows, 1.6 s spans) follow the paper, i.e. ~50 % of frames missing.
+
+    Estimator errors on detected frames, applied in this order: left/right pair
+    swaps (each pair, each frame, probability ``swap_prob``), per-frame scale
+    error of the root-relative pose (factor ``1 + N(0, scale_std)``), per-frame
+    depth shift of the whole pose (z += ``N(0, depth_std)`` m), per-joint
+    Gaussian jitter (``jitter_std`` m per coordinate) and outliers (probability
+    ``outlier_prob`` per joint, ``N(0, outlier_std)`` m per coordinate).
+    Deterministic given ``key``.
+
+    Args:
+      key: PRNG key.
+      clean_cam: ``[..., T, 17, 3]`` clean poses, camera axes (x right, y down,
+        z forward), metres.
+      fps: frame rate of the sequence (Hz).
+      occ_window_s: occlusion window length (s).
+      occ_span_s: occluded span per window (s), ``0 <= occ_span_s <= occ_window_s``.
+      jitter_std: per-coordinate jitter std (m).
+      depth_std: per-frame depth shift std (m).
+      scale_std: per-frame relative scale error std.
+      swap_prob: per-pair, per-frame left/right swap probability.
+      outlier_prob: per-joint outlier probability.
+      outlier_std: per-coordinate outlier std (m).
+
+    Returns:
+      ``(observed, valid)``: ``[..., T, 17, 3]`` estimates (0 where invalid) and
+      ``bool [..., T]``.
+    """
+    clean_cam = jnp.asarray(clean_cam)
+    _check_poses(clean_cam, "clean_cam")
+    _check_nonneg(jitter_std=jitter_std, depth_std=depth_std, scale_std=scale_std,
+                  outlier_std=outlier_std)
+    _check_prob(swap_prob=swap_prob, outlier_prob=outlier_prob)
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    window = int(round(occ_window_s * fps))
+    span = int(round(occ_span_s * fps))
+    if window < 1 or not 0 <= span <= window:
+        raise ValueError(
+            f"need occ_window_s * fps >= 1 and 0 <= occ_span_s <= occ_window_s, "
+            f"got {occ_window_s} s, {occ_span_s} s at {fps} fps")
+    batch, n_frames = clean_cam.shape[:-3], clean_cam.shape[-3]
+    k_occ, k_swap, k_scale, k_depth, k_jit, k_out = jax.random.split(key, 6)
+    frame_shape = batch + (n_frames,)
+
+    valid = occlusion_mask(k_occ, batch, n_frames, window=window, span=span)
+    obs = swap_left_right(k_swap, clean_cam, swap_prob)
+    scale = 1.0 + scale_std * jax.random.normal(k_scale, frame_shape, clean_cam.dtype)
+    obs = _scale_root_relative(obs, scale)
+    depth = depth_std * jax.random.normal(k_depth, frame_shape, clean_cam.dtype)
+    obs = obs.at[..., 2].add(depth[..., None])
+    obs = obs + jitter_std * jax.random.normal(k_jit, obs.shape, obs.dtype)
+    obs = _outliers(k_out, obs, outlier_prob, outlier_std)
+    return jnp.where(valid[..., None, None], obs, 0.0), valid

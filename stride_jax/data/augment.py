@@ -1,0 +1,210 @@
+"""Pose-sequence augmentation and the world -> camera view.
+
+JAX functions are keyed, jit-able and work on any leading batch axes
+``[..., T, 17, 3]`` (one random draw per sequence, i.e. per leading index).
+World coordinates are Y-up metres (floor near y=0); camera coordinates have
+x right, y down, z forward (away from the camera), like Human3.6M cameras.
+:func:`speed_change` is numpy, used on the host when cutting clips.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from stride_jax import skeleton
+
+# _ANCESTORS[j, k] = 1 if bone k (the bone ending at joint k, k >= 1) lies on the
+# path from the root to joint j.
+_ANCESTORS = np.zeros((skeleton.NUM_JOINTS, skeleton.NUM_JOINTS), np.float32)
+for _j in range(1, skeleton.NUM_JOINTS):
+    _k = _j
+    while _k > 0:
+        _ANCESTORS[_j, _k] = 1.0
+        _k = int(skeleton.PARENTS[_k])
+# Bones indexed by child joint 1..16; a left bone and its mirror share a factor.
+_BONE_GROUP = np.minimum(skeleton.BONES[:, 1], skeleton.MIRROR[skeleton.BONES[:, 1]])
+_GROUPS, _GROUP_OF_BONE = np.unique(_BONE_GROUP, return_inverse=True)
+
+
+def _check_poses(x: jax.Array, name: str = "poses") -> None:
+    if x.ndim < 3 or x.shape[-2:] != (skeleton.NUM_JOINTS, 3):
+        raise ValueError(f"{name} must be [..., T, {skeleton.NUM_JOINTS}, 3], got {x.shape}")
+
+
+def root_relative(poses: jax.Array) -> jax.Array:
+    """Subtracts the root joint (pelvis, joint 0) of every frame: ``[..., T, 17, 3]``."""
+    poses = jnp.asarray(poses)
+    _check_poses(poses)
+    return poses - poses[..., :1, :]
+
+
+def mirror(poses: jax.Array) -> jax.Array:
+    """Left/right mirror: x -> -x and left/right joints swapped (skeleton.MIRROR).
+
+    Valid in world and camera coordinates (x is lateral in both); an involution.
+    """
+    poses = jnp.asarray(poses)
+    _check_poses(poses)
+    flipped = poses.at[..., 0].multiply(-1.0)
+    return flipped[..., skeleton.MIRROR, :]
+
+
+def rotate_yaw(world: jax.Array, angle: jax.Array) -> jax.Array:
+    """Rotates Y-up world poses about the vertical axis through frame 0's pelvis.
+
+    Args:
+      world: ``[..., T, 17, 3]`` Y-up metres.
+      angle: ``[...]`` (or scalar) radians; positive turns +z towards +x.
+
+    Returns:
+      ``[..., T, 17, 3]`` rotated poses; y is unchanged.
+    """
+    world = jnp.asarray(world)
+    _check_poses(world, "world")
+    angle = jnp.broadcast_to(jnp.asarray(angle, world.dtype), world.shape[:-3])
+    c, s = jnp.cos(angle)[..., None, None], jnp.sin(angle)[..., None, None]
+    pivot = world[..., :1, :1, :].at[..., 1].set(0.0)
+    x, y, z = jnp.moveaxis(world - pivot, -1, 0)
+    rotated = jnp.stack([c * x + s * z, y, -s * x + c * z], axis=-1)
+    return rotated + pivot
+
+
+def random_yaw(key: jax.Array, world: jax.Array) -> jax.Array:
+    """:func:`rotate_yaw` by a uniform angle in [-pi, pi) per sequence."""
+    world = jnp.asarray(world)
+    _check_poses(world, "world")
+    angle = jax.random.uniform(key, world.shape[:-3], world.dtype, -jnp.pi, jnp.pi)
+    return rotate_yaw(world, angle)
+
+
+def draw_bone_factors(key: jax.Array, batch_shape: tuple[int, ...], *, std: float) -> jax.Array:
+    """Per-sequence bone length factors ``1 + std * N(0, 1)`` truncated at 2 std.
+
+    Left and right bones (skeleton.MIRROR) share a factor.
+
+    Returns:
+      ``batch_shape + (skeleton.NUM_BONES,)`` factors in the order of skeleton.BONES.
+    """
+    if not 0.0 <= std < 0.5:
+        raise ValueError(f"std must be in [0, 0.5), got {std}")
+    shape = tuple(batch_shape) + (len(_GROUPS),)
+    per_group = 1.0 + std * jax.random.truncated_normal(key, -2.0, 2.0, shape)
+    return jnp.take(per_group, jnp.asarray(_GROUP_OF_BONE), axis=-1)
+
+
+def apply_bone_factors(poses: jax.Array, factors: jax.Array) -> jax.Array:
+    """Scales each bone by its factor, rebuilding joints from the root outwards.
+
+    Args:
+      poses: ``[..., T, 17, 3]``.
+      factors: ``[..., 16]`` per-sequence factors in the order of skeleton.BONES.
+
+    Returns:
+      ``[..., T, 17, 3]``: same root and bone directions, bone lengths scaled.
+    """
+    poses = jnp.asarray(poses)
+    _check_poses(poses)
+    if factors.shape != poses.shape[:-3] + (skeleton.NUM_BONES,):
+        raise ValueError(
+            f"factors must be {poses.shape[:-3] + (skeleton.NUM_BONES,)}, got {factors.shape}")
+    parents = np.maximum(skeleton.PARENTS, 0)
+    bones = poses - poses[..., parents, :]  # bone k ends at joint k; bone 0 is zero
+    per_joint = jnp.concatenate([jnp.ones_like(factors[..., :1]), factors], axis=-1)
+    scaled = bones * per_joint[..., None, :, None].astype(poses.dtype)
+    offsets = jnp.einsum("jk,...tkc->...tjc", jnp.asarray(_ANCESTORS, poses.dtype), scaled)
+    return poses[..., :1, :] + offsets
+
+
+def scale_bones(key: jax.Array, world: jax.Array, *, std: float = 0.05) -> jax.Array:
+    """Random per-sequence, left/right symmetric bone length scaling (directions kept).
+
+    Uses :func:`draw_bone_factors` then :func:`apply_bone_factors`; ``world`` is
+    ``[..., T, 17, 3]`` (any axes convention).
+    """
+    world = jnp.asarray(world)
+    _check_poses(world, "world")
+    return apply_bone_factors(world, draw_bone_factors(key, world.shape[:-3], std=std))
+
+
+def world_to_camera(
+    world: jax.Array, *, pitch_rad: float | jax.Array = 0.0, distance: float = 5.0
+) -> jax.Array:
+    """Maps Y-up world poses to camera axes (x right, y down, z forward).
+
+    The camera looks along world +z from ``distance`` metres in front of (i.e.
+    at lower z than) frame 0's pelvis, at pelvis height, so frame 0's pelvis
+    lands at ``(0, 0, distance)``.  At zero pitch camera = ``(-x, -y, z)`` of
+    the pelvis-centred world (a proper rotation: world +x is camera left).
+    ``pitch_rad > 0`` orbits the camera upward about frame 0's pelvis so that it
+    looks down on the person.
+
+    Args:
+      world: ``[..., T, 17, 3]`` Y-up metres.
+      pitch_rad: scalar or ``[...]`` camera elevation (radians).
+      distance: camera-to-pelvis distance at frame 0 (metres).
+
+    Returns:
+      ``[..., T, 17, 3]`` camera-space metres.
+    """
+    world = jnp.asarray(world)
+    _check_poses(world, "world")
+    pitch = jnp.broadcast_to(jnp.asarray(pitch_rad, world.dtype), world.shape[:-3])
+    c, s = jnp.cos(pitch)[..., None, None], jnp.sin(pitch)[..., None, None]
+    x, y, z = jnp.moveaxis(world - world[..., :1, :1, :], -1, 0)
+    # Camera down = (0, -c, -s), forward = (0, -s, c), right = (-1, 0, 0) in world.
+    return jnp.stack([-x, -c * y - s * z, -s * y + c * z + distance], axis=-1)
+
+
+def random_view(
+    key: jax.Array, world: jax.Array, *, pitch_max_rad: float = 0.26, distance: float = 5.0
+) -> jax.Array:
+    """Random yaw in [-pi, pi), pitch uniform in [-pitch_max_rad, pitch_max_rad], camera view.
+
+    Args:
+      key: PRNG key.
+      world: ``[..., T, 17, 3]`` Y-up metres.
+      pitch_max_rad: largest camera elevation magnitude (radians).
+      distance: see :func:`world_to_camera`.
+
+    Returns:
+      ``[..., T, 17, 3]`` camera-space metres.
+    """
+    world = jnp.asarray(world)
+    _check_poses(world, "world")
+    if pitch_max_rad < 0:
+        raise ValueError(f"pitch_max_rad must be >= 0, got {pitch_max_rad}")
+    k_yaw, k_pitch = jax.random.split(key)
+    pitch = jax.random.uniform(
+        k_pitch, world.shape[:-3], world.dtype, -pitch_max_rad, pitch_max_rad)
+    return world_to_camera(random_yaw(k_yaw, world), pitch_rad=pitch, distance=distance)
+
+
+def speed_change(positions: np.ndarray, factor: float) -> np.ndarray:
+    """Resamples a sequence in time by linear interpolation (numpy, host side).
+
+    Output frame ``k`` is the input at time ``k * factor`` (frames), for all
+    ``k`` with ``k * factor <= T - 1``: ``factor > 1`` plays faster (fewer
+    frames), ``factor < 1`` slower.
+
+    Args:
+      positions: ``[T, ...]`` array, e.g. ``[T, 17, 3]`` poses.
+      factor: playback speed factor, > 0.
+
+    Returns:
+      ``[floor((T - 1) / factor) + 1, ...]`` array of the input dtype.
+    """
+    positions = np.asarray(positions)
+    if positions.ndim < 1 or positions.shape[0] < 1:
+        raise ValueError(f"positions must be [T, ...] with T >= 1, got {positions.shape}")
+    if not factor > 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    n_in = positions.shape[0]
+    n_out = int(np.floor((n_in - 1) / factor + 1e-9)) + 1
+    t = np.minimum(np.arange(n_out) * float(factor), n_in - 1)
+    lo = np.floor(t).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
+    w = (t - lo).reshape((-1,) + (1,) * (positions.ndim - 1))
+    out = positions[lo] * (1.0 - w) + positions[hi] * w
+    return out.astype(positions.dtype)

@@ -1,0 +1,173 @@
+"""Tests for stride_jax.corrupt: statistics, structure and determinism."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from stride_jax import skeleton
+from stride_jax.corrupt import (
+    corrupt_for_pretraining,
+    occlusion_mask,
+    simulate_estimator,
+    swap_left_right,
+)
+from stride_jax.interpolate import fill_missing
+
+_QUIET = dict(joint_mask_ratio=0.0, frame_mask_ratio=0.0, noise_std=0.0, scale_std=0.0,
+              outlier_prob=0.0, outlier_std=0.0)
+_CLEAN_EST = dict(jitter_std=0.0, depth_std=0.0, scale_std=0.0, swap_prob=0.0,
+                  outlier_prob=0.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(fn, **cfg):
+    """One compiled function per (function, hyperparameters)."""
+    return jax.jit(functools.partial(fn, **cfg))
+
+
+def _corrupt(key, clean, **cfg):
+    return _jitted(corrupt_for_pretraining, **cfg)(key, clean)
+
+
+def _simulate(key, clean, **cfg):
+    return _jitted(simulate_estimator, **cfg)(key, clean)
+
+
+def _clean(seed: int, *shape: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(0.01 * rng.normal(size=shape + (17, 3)), axis=-3)
+    return (walk + rng.normal(size=(17, 3))).astype(np.float32)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(start, length) of the True runs of a 1-D bool array."""
+    padded = np.concatenate([[False], mask, [False]]).astype(int)
+    edges = np.flatnonzero(np.diff(padded))
+    return [(s, e - s) for s, e in zip(edges[::2], edges[1::2])]
+
+
+class TestCorruptForPretraining:
+    def test_quiet_is_identity(self):
+        clean = _clean(0, 2, 20)
+        noisy, valid = _corrupt(jax.random.key(0), clean, **_QUIET)
+        np.testing.assert_allclose(noisy, clean, atol=1e-6)
+        assert valid.shape == (2, 20) and bool(valid.all())
+
+    def test_frame_mask_fraction_and_spans(self):
+        cfg = dict(_QUIET, frame_mask_ratio=0.3, span_min=5, span_max=20)
+        _, valid = _corrupt(jax.random.key(1), _clean(1, 64, 100), **cfg)
+        valid = np.asarray(valid)
+        np.testing.assert_allclose((~valid).mean(axis=-1), 0.3)  # exact per sequence
+        lengths = [n for row in ~valid for _, n in _runs(row)]
+        assert max(lengths) <= 2 * 20  # touching spans may merge
+        assert np.mean(lengths) > 5
+        # Spans are spread over the whole clip.
+        assert (~valid[:, :10]).any() and (~valid[:, -10:]).any()
+
+    def test_masked_frames_are_interpolated(self):
+        clean = _clean(2, 3, 60)
+        cfg = dict(_QUIET, frame_mask_ratio=0.4, span_min=3, span_max=10)
+        noisy, valid = _corrupt(jax.random.key(2), clean, **cfg)
+        np.testing.assert_allclose(noisy, fill_missing(clean, valid), atol=1e-6)
+
+    def test_noise_std(self):
+        clean = _clean(3, 8, 50)
+        cfg = dict(_QUIET, noise_std=0.02)
+        noisy, _ = _corrupt(jax.random.key(3), clean, **cfg)
+        assert np.std(np.asarray(noisy) - clean) == pytest.approx(0.02, rel=0.05)
+
+    def test_scale_error_and_joint_masks(self):
+        clean = _clean(4, 16, 50)
+        cfg = dict(_QUIET, scale_std=0.05)
+        noisy, _ = _corrupt(jax.random.key(4), clean, **cfg)
+        rel_clean = clean - clean[..., :1, :]
+        rel_noisy = np.asarray(noisy - noisy[..., :1, :])
+        ratio = np.linalg.norm(rel_noisy, axis=(-1, -2)) / np.linalg.norm(rel_clean, axis=(-1, -2))
+        assert np.std(ratio) == pytest.approx(0.05, rel=0.1)
+        np.testing.assert_allclose(noisy[..., 0, :], clean[..., 0, :], atol=1e-6)
+        # Joint masks change only the masked joints, roughly joint_mask_ratio of them.
+        cfg = dict(_QUIET, joint_mask_ratio=0.1)
+        noisy, valid = _corrupt(jax.random.key(5), clean, **cfg)
+        changed = np.any(np.abs(np.asarray(noisy) - clean) > 1e-5, axis=-1)
+        assert bool(valid.all())
+        assert changed.mean() == pytest.approx(0.1, abs=0.02)
+
+    def test_deterministic_and_bad_args(self):
+        clean = _clean(5, 2, 30)
+        a = _corrupt(jax.random.key(6), clean)
+        b = _corrupt(jax.random.key(6), clean)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        with pytest.raises(ValueError, match="frame_mask_ratio"):
+            corrupt_for_pretraining(jax.random.key(0), clean, frame_mask_ratio=1.0)
+        with pytest.raises(ValueError, match="span_min"):
+            corrupt_for_pretraining(jax.random.key(0), clean, span_min=9, span_max=3)
+        with pytest.raises(ValueError, match="clean must be"):
+            corrupt_for_pretraining(jax.random.key(0), clean[..., :2])
+
+
+class TestSimulateEstimator:
+    def test_one_span_per_window(self):
+        fps = 10
+        clean = _clean(6, 5, 96)  # 3 windows of 32 frames
+        observed, valid = _simulate(jax.random.key(7), clean, fps=fps, **_CLEAN_EST)
+        valid = np.asarray(valid)
+        assert (~valid).mean() == pytest.approx(0.5)
+        for row in valid.reshape(5, 3, 32):
+            for window in row:
+                runs = _runs(~window)
+                assert len(runs) == 1 and runs[0][1] == 16
+        np.testing.assert_array_equal(np.asarray(observed)[~valid], 0.0)
+        np.testing.assert_allclose(np.asarray(observed)[valid], clean[valid], atol=1e-6)
+
+    def test_occluded_fraction_partial_window(self):
+        valid = occlusion_mask(jax.random.key(8), (200,), 100, window=30, span=15)
+        frac = float((~valid).mean())
+        assert 0.4 < frac < 0.6
+
+    def test_jitter_std_and_determinism(self):
+        clean = _clean(9, 4, 120)
+        cfg = dict(_CLEAN_EST, jitter_std=0.02)
+        obs, valid = _simulate(jax.random.key(9), clean, fps=30, **cfg)
+        err = (np.asarray(obs) - clean)[np.asarray(valid)]
+        assert np.std(err) == pytest.approx(0.02, rel=0.1)
+        obs2, valid2 = _simulate(jax.random.key(9), clean, fps=30, **cfg)
+        np.testing.assert_array_equal(obs, obs2)
+        np.testing.assert_array_equal(valid, valid2)
+        obs3, _ = _simulate(jax.random.key(10), clean, fps=30, **cfg)
+        assert not np.array_equal(obs, obs3)
+
+    def test_depth_shift_is_per_frame_z(self):
+        clean = _clean(10, 2, 64)
+        cfg = dict(_CLEAN_EST, depth_std=0.03)
+        obs, valid = _simulate(jax.random.key(11), clean, fps=30, occ_span_s=0.0, **cfg)
+        diff = np.asarray(obs) - clean
+        np.testing.assert_allclose(diff[..., :2], 0.0, atol=1e-6)
+        np.testing.assert_allclose(diff[..., 2], diff[..., :1, 2].repeat(17, -1), atol=1e-6)
+        assert np.std(diff[..., 0, 2]) == pytest.approx(0.03, rel=0.25)
+        assert bool(valid.all())
+
+    def test_swap_uses_mirror_pairs(self):
+        clean = jnp.asarray(_clean(12, 1, 3))
+        swapped = swap_left_right(jax.random.key(0), clean, 1.0)
+        np.testing.assert_array_equal(swapped, clean[..., skeleton.MIRROR, :])
+        obs, _ = _simulate(jax.random.key(13), _clean(13, 1, 2000), fps=30,
+                                    occ_span_s=0.0, **dict(_CLEAN_EST, swap_prob=0.01))
+        moved = np.any(np.abs(np.asarray(obs) - _clean(13, 1, 2000)) > 1e-5, axis=-1)
+        assert moved[..., skeleton.LEFT].mean() == pytest.approx(0.01, abs=0.005)
+        np.testing.assert_array_equal(moved[..., skeleton.LEFT], moved[..., skeleton.RIGHT])
+
+    def test_config_dict_call_and_bad_args(self):
+        cfg = dict(occ_window_s=3.2, occ_span_s=1.6, jitter_std=0.02, depth_std=0.03,
+                   scale_std=0.03, swap_prob=0.01, outlier_prob=0.005, outlier_std=0.15)
+        obs, valid = _simulate(jax.random.key(0), _clean(0, 40), fps=30, **cfg)
+        assert obs.shape == (40, 17, 3) and valid.shape == (40,)
+        with pytest.raises(ValueError, match="occ_span_s"):
+            simulate_estimator(jax.random.key(0), _clean(0, 40), fps=30, occ_span_s=4.0)
+        with pytest.raises(ValueError, match="fps"):
+            simulate_estimator(jax.random.key(0), _clean(0, 40), fps=0)
