@@ -64,17 +64,22 @@ def mpjpe(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> 
     return _masked_mean(_safe_norm(pred - target), _joint_weights(mask, pred.shape))
 
 
-def optimal_scale(pred: jax.Array, target: jax.Array) -> jax.Array:
-    """Least-squares scale ``s`` minimising ``|s*pred - target|`` per frame: ``-> [..., T, 1, 1]``."""
-    num = jnp.sum(pred * target, axis=(-2, -1), keepdims=True)
-    den = jnp.sum(pred * pred, axis=(-2, -1), keepdims=True)
+def optimal_scale(pred: jax.Array, target: jax.Array,
+                  mask: jax.Array | None = None) -> jax.Array:
+    """Least-squares scale ``s`` minimising ``|s*pred - target|`` per frame: ``-> [..., T, 1, 1]``.
+
+    With a ``mask`` only the counted joints of each frame enter the fit.
+    """
+    w = _joint_weights(mask, pred.shape)[..., None]
+    num = jnp.sum(w * pred * target, axis=(-2, -1), keepdims=True)
+    den = jnp.sum(w * pred * pred, axis=(-2, -1), keepdims=True)
     return num / jnp.maximum(den, _EPS)
 
 
 def n_mpjpe(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Scale-normalised MPJPE (per sample and frame optimal scale), metres."""
     _check(pred, target)
-    return mpjpe(optimal_scale(pred, target) * pred, target, mask)
+    return mpjpe(optimal_scale(pred, target, mask) * pred, target, mask)
 
 
 def velocity(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -128,6 +133,7 @@ def weighted_loss(pred: jax.Array, target: jax.Array, mask: jax.Array | None,
     Returns:
       ``(total, terms)`` where ``terms`` maps each computed term name to its value.
     """
+    _check(pred, target)
     unknown = set(weights) - set(_TERM_FNS)
     if unknown:
         raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {LOSS_TERMS}")
