@@ -97,7 +97,7 @@ class Mlp(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth: drops the whole residual branch per sample."""
+    """Stochastic depth: drops the residual branch per sample and frame (``[B, T, J, C]``)."""
 
     rate: float
 
@@ -107,7 +107,8 @@ class DropPath(nn.Module):
             return x
         keep = 1.0 - self.rate
         rng = self.make_rng("dropout")
-        mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+        # MotionBERT drops per token row of [B*T, J, C], i.e. per sample and frame.
+        mask = jax.random.bernoulli(rng, keep, x.shape[:2] + (1,) * (x.ndim - 2))
         return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
 
 
