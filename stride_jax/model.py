@@ -58,22 +58,25 @@ class Attention(nn.Module):
         head_dim = dim // self.num_heads
         qkv = _dense(3 * dim, "qkv", self.dtype)(x)
         qkv = qkv.reshape(batch, frames, joints, 3, self.num_heads, head_dim)
-        q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # [B,T,J,H,D]
-        q = q * jnp.asarray(head_dim**-0.5, q.dtype)
+        # Heads-major layouts make both attentions plain batched matmuls over contiguous
+        # [N, D] blocks, which XLA's CPU backend runs ~3x faster than mixed-axis einsums.
         if self.mode == "spatial":
-            logits = jnp.einsum("btihd,btjhd->bthij", q, k)
-            attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-            attn = nn.Dropout(self.attn_drop)(attn, deterministic=deterministic)
-            out = jnp.einsum("bthij,btjhd->btihd", attn, v)
+            qkv = qkv.transpose(3, 0, 1, 4, 2, 5)  # [3, B, T, H, J, D]: attend over joints
         elif self.mode == "temporal":
-            logits = jnp.einsum("bsjhd,btjhd->bjhst", q, k)
-            if frame_mask is not None:  # padded frames are never attended to
-                logits = jnp.where(frame_mask[:, None, None, None, :], logits, -1e9)
-            attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-            attn = nn.Dropout(self.attn_drop)(attn, deterministic=deterministic)
-            out = jnp.einsum("bjhst,btjhd->bsjhd", attn, v)
+            qkv = qkv.transpose(3, 0, 2, 4, 1, 5)  # [3, B, J, H, T, D]: attend over frames
         else:
             raise ValueError(f"unknown attention mode {self.mode!r}")
+        q, k, v = qkv[0] * jnp.asarray(head_dim**-0.5, qkv.dtype), qkv[1], qkv[2]
+        logits = q @ k.swapaxes(-1, -2)
+        if frame_mask is not None and self.mode == "temporal":  # padded frames: never attended
+            logits = jnp.where(frame_mask[:, None, None, None, :], logits, -1e9)
+        attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+        attn = nn.Dropout(self.attn_drop)(attn, deterministic=deterministic)
+        out = attn @ v
+        if self.mode == "spatial":
+            out = out.transpose(0, 1, 3, 2, 4)  # [B, T, J, H, D]
+        else:
+            out = out.transpose(0, 3, 1, 2, 4)  # [B, T, J, H, D]
         out = out.reshape(batch, frames, joints, dim)  # heads merge as (H, D)
         out = _dense(dim, "proj", self.dtype)(out)
         return nn.Dropout(self.proj_drop)(out, deterministic=deterministic)
