@@ -1,188 +1,178 @@
 """Test-time alignment of many videos at once: ``python -m stride_jax.align``.
 
-    python -m stride_jax.align                       # embedded demo: real motion, simulated occlusion
+    python -m stride_jax.align                        # embedded demo (real motion, simulated occlusion)
     python -m stride_jax.align --input DIR_OR_FILES --output OUT_DIR [--checkpoint PRIOR_DIR]
                                [--units auto|m|mm] [--config.ttt.epochs=30]
 
-Library: ``align_videos(videos, params, model_config, ttt_config)``.  Per video, frames
-without a detection are filled by linear interpolation (constant at the ends) to make
-pseudo-labels; a copy of the prior is fine-tuned on the video's overlapping windows with
-the STRIDE losses; the prediction is stitched back (triangular cross-fade) and the
-pseudo-label pelvis trajectory is added back.  Videos are bucketed by window count and
-each bucket is one compiled ``jit(vmap(scan))`` call (see ``stride_jax.ttt``).
+Inputs (``stride_jax.io``): ``.npz`` (``poses`` (T,17,3) or (P,T,17,3) Human3.6M-17 in
+metres or millimetres, optional ``valid``, ``confidence``, ``track_ids``, ``fps``), ``.npy``
+(NaN frames = no detection) and ``.json``.  Each person track is one more video in the
+batch.  Outputs: one ``.npz`` per input track (``refined``, ``pseudo``, ``valid``,
+``loss_curve``, ``ok``, ``error``), written atomically; rerunning skips inputs whose
+outputs exist, so a killed run resumes where it stopped.
+
+Exit codes: 0 every video aligned; 1 some videos failed (their outputs say why; the others
+are written); 2 nothing could be run (bad flags, unreadable inputs, missing prior).
+
+Library: ``align_videos`` (re-exported from ``stride_jax.aligner``).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import sys
 import time
-from typing import Any, Callable, Sequence
+from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-from stride_jax import ttt as ttt_lib
-from stride_jax.data import windows
-from stride_jax.interpolate import fill_missing
-from stride_jax.model import build_model
+from stride_jax import checkpoint, corrupt, logs
+from stride_jax.aligner import AlignResult, AlignTiming, Video, align_videos
+from stride_jax.data import augment
+from stride_jax.data.dataset import load_demo
+from stride_jax.scoring import score
 
+__all__ = ["AlignResult", "AlignTiming", "Video", "align_videos", "DEFAULT_PRIOR", "run_demo"]
 
-@dataclasses.dataclass
-class Video:
-    """One person track: ``poses (T,17,3)`` metres (camera axes), ``valid (T,)`` detections."""
+DEFAULT_PRIOR = Path(__file__).parent / "assets" / "prior_cpu"
+_DEFAULT_CONFIG = str(Path(__file__).parent.parent / "configs" / "cpu.py")
 
-    poses: np.ndarray
-    valid: np.ndarray
-    name: str = "video"
-    track: str | None = None
-
-
-@dataclasses.dataclass
-class AlignResult:
-    """Output for one video.
-
-    Attributes:
-      refined: ``(T,17,3)`` STRIDE output, metres, with the pseudo-label pelvis trajectory.
-      pseudo: ``(T,17,3)`` the interpolated input (pseudo-labels).
-      loss_curve: ``(epochs,)`` test-time loss per step.
-      ok: False when the video was not aligned (``error`` says why); then ``refined`` is
-        the pseudo-label (or NaN when there was nothing to interpolate).
-    """
-
-    name: str
-    track: str | None
-    refined: np.ndarray
-    pseudo: np.ndarray
-    valid: np.ndarray
-    loss_curve: np.ndarray
-    ok: bool
-    error: str | None = None
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", _DEFAULT_CONFIG, "Config file whose `ttt` section sets the test-time training "
+    "(window, stride, epochs, lr, loss weights); the model comes from --checkpoint.",
+    lock_config=True)
+_INPUT = flags.DEFINE_list("input", [], "Pose files or directories (.npz/.npy/.json). Empty: "
+                           "run the embedded demo.")
+_OUTPUT = flags.DEFINE_string("output", "runs/align", "Directory for the refined .npz files.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", str(DEFAULT_PRIOR),
+                                  "Prior directory (from pretrain or the MotionBERT converter).")
+_UNITS = flags.DEFINE_enum("units", "auto", ["auto", "m", "mm"],
+                           "Units of input poses; auto detects metres vs millimetres.")
+_MIN_CONF = flags.DEFINE_float("min_confidence", 0.0, "Frames whose mean joint confidence "
+                               "(0..1) is below this count as undetected.")
+_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed (results are deterministic given it).")
+_RESUME = flags.DEFINE_bool("resume", True, "Skip inputs whose outputs already exist.")
 
 
-@dataclasses.dataclass
-class AlignTiming:
-    """Seconds spent compiling and running, per ``(K, N, W)`` bucket shape."""
-
-    compile_s: float = 0.0
-    run_s: float = 0.0
-    buckets: list = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class _Prepared:
-    index: int
-    windows: np.ndarray  # [N, W, J, 3] root-relative pseudo-labels
-    weights: np.ndarray  # [N, W]
-    frame_mask: np.ndarray  # [N, W]
-    starts: np.ndarray
-    pseudo: np.ndarray  # [T, J, 3]
-
-
-def _prepare(index: int, video: Video, ttt: ml_collections.ConfigDict) -> _Prepared:
-    poses = np.asarray(video.poses, np.float32)
-    valid = np.asarray(video.valid, bool)
-    pseudo = np.asarray(fill_missing(poses, valid))
-    rr = pseudo - pseudo[:, :1]
-    n, w = poses.shape[0], ttt.window
-    frame_w = np.where(valid, 1.0, ttt.interp_weight).astype(np.float32)
-    if n < w:
-        pad = w - n
-        win = np.concatenate([rr, np.repeat(rr[-1:], pad, axis=0)])[None]
-        weights = np.concatenate([frame_w, np.zeros(pad, np.float32)])[None]
-        mask = (np.arange(w) < n)[None]
-        starts = np.zeros(1, np.int64)
-    else:
-        starts = windows.window_starts(n, w, ttt.stride)
-        win = windows.cut_windows(rr, w, ttt.stride)
-        weights = windows.cut_windows(frame_w, w, ttt.stride)
-        mask = np.ones(weights.shape, bool)
-    return _Prepared(index, win, weights, mask, starts, pseudo)
+def run_demo(params, model_config: dict, config: ml_collections.ConfigDict, *,
+             seed: int = 0) -> dict[str, dict[str, float]]:
+    """Aligns the embedded demo clips (held-out real climbing motion, Apache-2.0) after
+    simulated occlusion and estimator noise; returns scores of the input's interpolation
+    and of STRIDE against the ground truth."""
+    world, fps = load_demo()
+    clean = np.asarray(augment.world_to_camera(world))
+    observed, valid = corrupt.simulate_estimator(jax.random.key(seed), clean, fps=fps,
+                                                 **dict(config.simulator))
+    observed, valid = np.asarray(observed), np.asarray(valid)
+    videos = [Video(observed[i], valid[i], f"demo_{i}") for i in range(len(clean))]
+    results, timing = align_videos(videos, params, model_config, config.ttt, seed=seed,
+                                   progress=logging.info)
+    pseudo = np.stack([r.pseudo for r in results])
+    refined = np.stack([r.refined for r in results])
+    return {"interpolation": score(pseudo, clean, valid), "stride": score(refined, clean, valid),
+            "timing": {"compile_s": timing.compile_s, "run_s": timing.run_s,
+                       "occluded_pct": 100.0 * float(1 - valid.mean())}}
 
 
-def _stitch(pred: np.ndarray, prep: _Prepared) -> np.ndarray:
-    n = prep.pseudo.shape[0]
-    if prep.starts.size == 1 and n <= pred.shape[1]:
-        rr = pred[0, :n]
-    else:
-        rr = windows.stitch(pred[: prep.starts.size], prep.starts, n)
-    return rr + prep.pseudo[:, :1]
+def _output_path(out_dir: Path, video: Video, multi: bool) -> Path:
+    stem = f"{video.name}__{video.track}" if multi and video.track is not None else video.name
+    return out_dir / f"{stem}.npz"
 
 
-def align_videos(videos: Sequence[Video], params: Any, model_config: dict,
-                 ttt: ml_collections.ConfigDict, *, seed: int = 0, max_batch: int = 16,
-                 use_mesh: bool = True,
-                 progress: Callable[[str], None] | None = None,
-                 ) -> tuple[list[AlignResult], AlignTiming]:
-    """Aligns every video; one compiled call per bucket of at most ``max_batch`` videos.
+def _summary_line(result: AlignResult, seconds: float) -> str:
+    occ = 100.0 * (1.0 - result.valid.mean()) if result.valid.size else 0.0
+    if not result.ok:
+        return f"{result.name}: FAILED ({result.error})"
+    curve = result.loss_curve
+    drop = f"loss {curve[0]:.4f} -> {curve[-1]:.4f}" if curve.size else "no TTT steps"
+    track = f" [track {result.track}]" if result.track is not None else ""
+    return (f"{result.name}{track}: {result.refined.shape[0]} frames, {occ:.0f}% undetected, "
+            f"{drop}, {seconds:.2f} s")
 
-    Args:
-      videos: inputs (poses in metres, camera axes; ``valid`` marks detections).
-      params: prior parameters; model_config: its ``config.model``.
-      ttt: ``config.ttt`` (window, stride, epochs, lr, weight_decay, lr_decay, loss,
-        interp_weight, flip_average).
-      seed: base PRNG seed (per-video keys are ``fold_in(seed, video index)``).
-      max_batch: largest K in one call.
-      use_mesh: shard the video axis over all local devices when there are several.
-      progress: optional callback for one-line progress messages.
 
-    Returns:
-      Per-video results (input order) and timing.  A video with no valid frame is not
-      aligned and comes back with ``ok=False`` and an ``error``; the batch goes on.
-    """
-    if ttt.window > model_config["maxlen"]:
-        raise ValueError(f"ttt.window {ttt.window} exceeds the prior's maxlen "
-                         f"{model_config['maxlen']}")
-    model = build_model(model_config)
-    results: list[AlignResult | None] = [None] * len(videos)
-    prepared: list[_Prepared] = []
-    for i, video in enumerate(videos):
-        valid = np.asarray(video.valid, bool)
-        if not valid.any():
-            nan = np.full(np.shape(video.poses), np.nan, np.float32)
-            results[i] = AlignResult(video.name, video.track, nan, nan, valid,
-                                     np.zeros(0, np.float32), False, "no valid frame")
-            continue
-        prepared.append(_prepare(i, video, ttt))
-    mesh = ttt_lib.video_mesh() if use_mesh else None
-    multiple = mesh.size if mesh is not None else 1
-    buckets: dict[int, list[_Prepared]] = {}
-    for prep in prepared:
-        buckets.setdefault(prep.windows.shape[0], []).append(prep)
-    timing = AlignTiming()
-    cache: dict[tuple[int, int, int], ttt_lib.CompiledTTT] = {}
-    base = jax.random.key(seed)
-    for n_windows, group in sorted(buckets.items()):
-        for lo in range(0, len(group), max_batch):
-            chunk = group[lo: lo + max_batch]
-            k = -(-len(chunk) // multiple) * multiple
-            shape = (k, n_windows, ttt.window)
-            if shape not in cache:
-                cache[shape] = ttt_lib.compile_ttt(model, ttt, params, shape, mesh)
-                timing.compile_s += cache[shape].compile_s
-            fill = chunk + [chunk[0]] * (k - len(chunk))
-            inputs = np.stack([p.windows for p in fill])
-            weights = np.stack([p.weights for p in fill])
-            weights[len(chunk):] = 0.0
-            masks = np.stack([p.frame_mask for p in fill])
-            keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(
-                np.array([p.index for p in fill]))
-            t0 = time.perf_counter()
-            pred, curves, ok = ttt_lib.run_compiled(cache[shape], params, inputs, weights,
-                                                    masks, keys)
-            run_s = time.perf_counter() - t0
-            timing.run_s += run_s
-            timing.buckets.append({"shape": shape, "videos": len(chunk), "run_s": run_s,
-                                   "compile_s": cache[shape].compile_s})
-            for j, prep in enumerate(chunk):
-                video = videos[prep.index]
-                good = bool(ok[j])
-                results[prep.index] = AlignResult(
-                    video.name, video.track,
-                    _stitch(pred[j], prep) if good else prep.pseudo, prep.pseudo,
-                    np.asarray(video.valid, bool), curves[j], good,
-                    None if good else "diverged (non-finite loss); returned the interpolation")
-            if progress:
-                progress(f"aligned {len(chunk)} video(s) of {n_windows} window(s) in "
-                         f"{run_s:.2f} s (compile {cache[shape].compile_s:.2f} s)")
-    return results, timing
+def align_files(inputs: list[str], output: str | Path, config: ml_collections.ConfigDict, *,
+                checkpoint_dir: str | Path = DEFAULT_PRIOR, units: str = "auto",
+                min_confidence: float = 0.0, seed: int = 0, resume: bool = True) -> int:
+    """Aligns pose files into ``output``; returns the exit code (0 ok, 1 some failed)."""
+    from stride_jax import io  # the file layer (validation, atomic writes)
+
+    out_dir = Path(output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params, model_config, _ = checkpoint.load_prior(checkpoint_dir)
+    videos, targets = [], []
+    for path in io.list_inputs(inputs):
+        tracks = io.load_pose_file(path, units=units, min_confidence=min_confidence)
+        multi = len(tracks) > 1
+        for video in io.to_videos(tracks):
+            target = _output_path(out_dir, video, multi)
+            if resume and target.exists():
+                logging.info("skip %s: %s exists (use --noresume to redo)", path, target)
+                continue
+            videos.append(video)
+            targets.append(target)
+    if not videos:
+        logging.info("nothing to do: every output exists in %s", out_dir)
+        return 0
+    t0 = time.perf_counter()
+    results, timing = align_videos(videos, params, model_config, config.ttt, seed=seed,
+                                   max_batch=config.ttt.max_batch, progress=logging.info)
+    per_video = (time.perf_counter() - t0) / len(videos)
+    failed = 0
+    for result, target in zip(results, targets):
+        io.save_npz_atomic(target, refined=result.refined, pseudo=result.pseudo,
+                           valid=result.valid, loss_curve=result.loss_curve,
+                           ok=np.bool_(result.ok), error=np.str_(result.error or ""),
+                           track=np.str_(result.track or ""))
+        failed += not result.ok
+        logging.info("%s -> %s", _summary_line(result, per_video), target)
+    logging.info("%d video(s) in %.1f s (compile %.1f s, run %.1f s); outputs in %s",
+                 len(videos), time.perf_counter() - t0, timing.compile_s, timing.run_s,
+                 out_dir.absolute())
+    return 1 if failed else 0
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}: pass inputs with --input")
+    logs.setup()
+    config = _CONFIG.value
+    try:
+        if not _INPUT.value:
+            params, model_config, meta = checkpoint.load_prior(_CHECKPOINT.value)
+            logging.info("demo: prior %s (%s)", _CHECKPOINT.value, meta.get("description", ""))
+            report = run_demo(params, model_config, config, seed=_SEED.value)
+            print(_format_demo(report))
+            out = Path(_OUTPUT.value)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "demo_scores.json").write_text(json.dumps(report, indent=2))
+            sys.exit(0)
+        sys.exit(align_files(_INPUT.value, _OUTPUT.value, config,
+                             checkpoint_dir=_CHECKPOINT.value, units=_UNITS.value,
+                             min_confidence=_MIN_CONF.value, seed=_SEED.value,
+                             resume=_RESUME.value))
+    except (ValueError, FileNotFoundError) as err:  # InputError and CheckpointError included
+        logging.error("%s", err)
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _format_demo(report: dict) -> str:
+    rows = ["demo: 2 held-out climbing clips (243 frames, 30 fps), "
+            f"{report['timing']['occluded_pct']:.0f}% of frames undetected, estimator noise",
+            f"{'method':<16}{'MPJPE':>8}{'occluded':>10}{'visible':>9}{'PA-MPJPE':>10}"
+            f"{'Accel':>8}   (mm)"]
+    for name in ("interpolation", "stride"):
+        s = report[name]
+        rows.append(f"{name:<16}{s['mpjpe']:>8.1f}{s['mpjpe_occ']:>10.1f}{s['mpjpe_vis']:>9.1f}"
+                    f"{s['pa_mpjpe']:>10.1f}{s['accel']:>8.1f}")
+    t = report["timing"]
+    rows.append(f"compile {t['compile_s']:.1f} s, test-time training {t['run_s']:.1f} s")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -9,7 +9,7 @@ from absl import logging
 
 class _DropOrbaxInfo(py_logging.Filter):
     def filter(self, record: py_logging.LogRecord) -> bool:
-        noisy = "orbax" in record.pathname or "tensorstore" in record.pathname
+        noisy = any(s in record.pathname for s in ("orbax", "tensorstore", "xla_bridge"))
         return not (noisy and record.levelno < py_logging.WARNING)
 
 

@@ -1,0 +1,182 @@
+"""Library core of test-time alignment: ``align_videos`` for many videos at once.
+
+Per video, frames without a detection are filled by linear interpolation (constant at the
+ends) to make pseudo-labels; a copy of the prior is fine-tuned on the video's overlapping
+windows with the STRIDE losses; the prediction is stitched back (triangular cross-fade)
+and the pseudo-label pelvis trajectory is added back.  Videos are bucketed by window count
+and each bucket is one compiled ``jit(vmap(scan))`` call (see ``stride_jax.ttt``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from stride_jax import ttt as ttt_lib
+from stride_jax.data import windows
+from stride_jax.interpolate import fill_missing
+from stride_jax.model import build_model
+
+
+@dataclasses.dataclass
+class Video:
+    """One person track: ``poses (T,17,3)`` metres (camera axes), ``valid (T,)`` detections."""
+
+    poses: np.ndarray
+    valid: np.ndarray
+    name: str = "video"
+    track: str | None = None
+
+
+@dataclasses.dataclass
+class AlignResult:
+    """Output for one video.
+
+    Attributes:
+      refined: ``(T,17,3)`` STRIDE output, metres, with the pseudo-label pelvis trajectory.
+      pseudo: ``(T,17,3)`` the interpolated input (pseudo-labels).
+      loss_curve: ``(epochs,)`` test-time loss per step.
+      ok: False when the video was not aligned (``error`` says why); then ``refined`` is
+        the pseudo-label (or NaN when there was nothing to interpolate).
+    """
+
+    name: str
+    track: str | None
+    refined: np.ndarray
+    pseudo: np.ndarray
+    valid: np.ndarray
+    loss_curve: np.ndarray
+    ok: bool
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class AlignTiming:
+    """Seconds spent compiling and running, per ``(K, N, W)`` bucket shape."""
+
+    compile_s: float = 0.0
+    run_s: float = 0.0
+    buckets: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _Prepared:
+    index: int
+    windows: np.ndarray  # [N, W, J, 3] root-relative pseudo-labels
+    weights: np.ndarray  # [N, W]
+    frame_mask: np.ndarray  # [N, W]
+    starts: np.ndarray
+    pseudo: np.ndarray  # [T, J, 3]
+
+
+def _prepare(index: int, video: Video, ttt: ml_collections.ConfigDict) -> _Prepared:
+    poses = np.asarray(video.poses, np.float32)
+    valid = np.asarray(video.valid, bool)
+    pseudo = np.asarray(fill_missing(poses, valid))
+    rr = pseudo - pseudo[:, :1]
+    n, w = poses.shape[0], ttt.window
+    frame_w = np.where(valid, 1.0, ttt.interp_weight).astype(np.float32)
+    if n < w:
+        pad = w - n
+        win = np.concatenate([rr, np.repeat(rr[-1:], pad, axis=0)])[None]
+        weights = np.concatenate([frame_w, np.zeros(pad, np.float32)])[None]
+        mask = (np.arange(w) < n)[None]
+        starts = np.zeros(1, np.int64)
+    else:
+        starts = windows.window_starts(n, w, ttt.stride)
+        win = windows.cut_windows(rr, w, ttt.stride)
+        weights = windows.cut_windows(frame_w, w, ttt.stride)
+        mask = np.ones(weights.shape, bool)
+    return _Prepared(index, win, weights, mask, starts, pseudo)
+
+
+def _stitch(pred: np.ndarray, prep: _Prepared) -> np.ndarray:
+    n = prep.pseudo.shape[0]
+    if prep.starts.size == 1 and n <= pred.shape[1]:
+        rr = pred[0, :n]
+    else:
+        rr = windows.stitch(pred[: prep.starts.size], prep.starts, n)
+    return rr + prep.pseudo[:, :1]
+
+
+def align_videos(videos: Sequence[Video], params: Any, model_config: dict,
+                 ttt: ml_collections.ConfigDict, *, seed: int = 0, max_batch: int = 16,
+                 use_mesh: bool = True,
+                 progress: Callable[[str], None] | None = None,
+                 ) -> tuple[list[AlignResult], AlignTiming]:
+    """Aligns every video; one compiled call per bucket of at most ``max_batch`` videos.
+
+    Args:
+      videos: inputs (poses in metres, camera axes; ``valid`` marks detections).
+      params: prior parameters; model_config: its ``config.model``.
+      ttt: ``config.ttt`` (window, stride, epochs, lr, weight_decay, lr_decay, loss,
+        interp_weight, flip_average).
+      seed: base PRNG seed (per-video keys are ``fold_in(seed, video index)``).
+      max_batch: largest K in one call.
+      use_mesh: shard the video axis over all local devices when there are several.
+      progress: optional callback for one-line progress messages.
+
+    Returns:
+      Per-video results (input order) and timing.  A video with no valid frame is not
+      aligned and comes back with ``ok=False`` and an ``error``; the batch goes on.
+    """
+    if ttt.window > model_config["maxlen"]:
+        raise ValueError(f"ttt.window {ttt.window} exceeds the prior's maxlen "
+                         f"{model_config['maxlen']}")
+    model = build_model(model_config)
+    results: list[AlignResult | None] = [None] * len(videos)
+    prepared: list[_Prepared] = []
+    for i, video in enumerate(videos):
+        valid = np.asarray(video.valid, bool)
+        if not valid.any():
+            nan = np.full(np.shape(video.poses), np.nan, np.float32)
+            results[i] = AlignResult(video.name, video.track, nan, nan, valid,
+                                     np.zeros(0, np.float32), False, "no valid frame")
+            continue
+        prepared.append(_prepare(i, video, ttt))
+    mesh = ttt_lib.video_mesh() if use_mesh else None
+    multiple = mesh.size if mesh is not None else 1
+    buckets: dict[int, list[_Prepared]] = {}
+    for prep in prepared:
+        buckets.setdefault(prep.windows.shape[0], []).append(prep)
+    timing = AlignTiming()
+    cache: dict[tuple[int, int, int], ttt_lib.CompiledTTT] = {}
+    base = jax.random.key(seed)
+    for n_windows, group in sorted(buckets.items()):
+        for lo in range(0, len(group), max_batch):
+            chunk = group[lo: lo + max_batch]
+            k = -(-len(chunk) // multiple) * multiple
+            shape = (k, n_windows, ttt.window)
+            if shape not in cache:
+                cache[shape] = ttt_lib.compile_ttt(model, ttt, params, shape, mesh)
+                timing.compile_s += cache[shape].compile_s
+            fill = chunk + [chunk[0]] * (k - len(chunk))
+            inputs = np.stack([p.windows for p in fill])
+            weights = np.stack([p.weights for p in fill])
+            weights[len(chunk):] = 0.0
+            masks = np.stack([p.frame_mask for p in fill])
+            keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(
+                np.array([p.index for p in fill]))
+            t0 = time.perf_counter()
+            pred, curves, ok = ttt_lib.run_compiled(cache[shape], params, inputs, weights,
+                                                    masks, keys)
+            run_s = time.perf_counter() - t0
+            timing.run_s += run_s
+            timing.buckets.append({"shape": shape, "videos": len(chunk), "run_s": run_s,
+                                   "compile_s": cache[shape].compile_s})
+            for j, prep in enumerate(chunk):
+                video = videos[prep.index]
+                good = bool(ok[j])
+                results[prep.index] = AlignResult(
+                    video.name, video.track,
+                    _stitch(pred[j], prep) if good else prep.pseudo, prep.pseudo,
+                    np.asarray(video.valid, bool), curves[j], good,
+                    None if good else "diverged (non-finite loss); returned the interpolation")
+            if progress:
+                progress(f"aligned {len(chunk)} video(s) of {n_windows} window(s) in "
+                         f"{run_s:.2f} s (compile {cache[shape].compile_s:.2f} s)")
+    return results, timing
