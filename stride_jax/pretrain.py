@@ -104,6 +104,12 @@ def _schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
                                               end_value=cfg.lr * 0.05)
 
 
+def make_optimizer(pcfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW with linear warm-up and cosine decay to 5 % of ``pcfg.lr``, global-norm clip."""
+    return train_step.make_optimizer(_schedule(pcfg), weight_decay=pcfg.weight_decay,
+                                     grad_clip=pcfg.grad_clip)
+
+
 class _CsvLog:
     """Appends rows to a CSV; on resume drops rows past the restored step."""
 
@@ -159,7 +165,8 @@ def plot_loss_curve(workdir: Path) -> Path:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, *,
                        train_sequences: list | None = None,
-                       val_sequences: list | None = None) -> dict[str, Any]:
+                       val_sequences: list | None = None,
+                       stop_after: int | None = None) -> dict[str, Any]:
     """Runs (or resumes) pretraining and writes ``<workdir>/prior``.
 
     Args:
@@ -167,6 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       workdir: output directory (created).
       train_sequences / val_sequences: ``dataset.Sequence`` lists; default: the prepared
         real-mocap ``train`` / ``val`` splits.
+      stop_after: stop right after this step as if the process were killed (no final
+        prior); for time-boxed runs and the resume tests.
 
     Returns:
       Summary: final step, steps/s, wall time, best validation numbers, prior path.
@@ -179,12 +188,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     sampler = windows.ClipSampler([s.joints for s in train_seqs], length=pcfg.clip_len,
                                   stride=pcfg.clip_stride, batch_size=pcfg.batch_size,
                                   seed=config.seed, speed_range=tuple(pcfg.speed_range))
-    evalset = make_eval_set(val_seqs, length=pcfg.clip_len, stride=pcfg.clip_len,
+    evalset = make_eval_set(val_seqs, length=pcfg.clip_len, stride=pcfg.clip_len // 3,
                             fps=config.fps, seed=config.seed + 1, simulator=config.simulator)
 
     model = build_model(config.model)
-    optimizer = train_step.make_optimizer(_schedule(pcfg), weight_decay=pcfg.weight_decay,
-                                          grad_clip=pcfg.grad_clip)
+    optimizer = make_optimizer(pcfg)
     base_key = jax.random.key(config.seed)
     state = train_step.init_state(init_params(model, jax.random.fold_in(base_key, 2**31 - 1)), optimizer)
     logging.info("model: %d parameters; train clips/epoch ~%d; val windows %d",
@@ -237,6 +245,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             if is_ckpt:
                 ckpts.save(step, state, {"step": step, "sampler": sampler_state,
                                          "best_val": best})
+            if stop_after is not None and step >= stop_after:
+                ckpts.close()
+                return {"step": step, "stopped": True}
     finally:
         batches.close()
     wall = time.time() - t_start
