@@ -1,0 +1,169 @@
+"""Speed benchmark scripts: each runs once at a tiny size and writes the expected JSON.
+
+No timing asserts: only that every number is there, finite where measured, and that the
+derived quantities (per-video times, ratios, roofline fractions) follow from the raw ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
+
+import bench_align  # noqa: E402
+import bench_common  # noqa: E402
+import bench_pretrain  # noqa: E402
+
+try:
+    import torch  # noqa: F401
+
+    HAS_TORCH = True
+except ImportError:
+    HAS_TORCH = False
+TORCH_FLAG = ["--torch", "--torch_threads", "1"] if HAS_TORCH else ["--no-torch"]
+TINY = ["--sizes", "tiny", "--repeats", "1", "--matmul_n", "64"]
+
+
+def _has_gpu() -> bool:
+    try:
+        return bool(jax.devices("gpu"))
+    except RuntimeError:
+        return False
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def align_result(tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench_align")
+    argv = TINY + ["--K", "1,2", "--T", "27", "--epochs", "2", "--T_sweep", "27",
+                   "--sweep_k", "1", "--torch_max_k", "1", "--out", str(out)] + TORCH_FLAG
+    assert bench_align.main(argv) == 0
+    return json.loads((out / "bench_align.json").read_text()), out
+
+
+@pytest.fixture(scope="module")
+def pretrain_result(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("bench_pretrain")
+    argv = TINY + ["--batch", "2", "--clip_len", "27", "--steps", "2", "--warmup", "1",
+                   "--out", str(out)] + TORCH_FLAG
+    assert bench_pretrain.main(argv) == 0
+    return json.loads((out / "bench_pretrain.json").read_text())
+
+
+class TestBenchAlign:
+    def test_files_and_machine(self, align_result):
+        result, out = align_result
+        assert (out / "bench_align.png").stat().st_size > 0
+        machine = result["machine"]
+        for key in ("jax", "torch", "cpu_model", "cores", "device_kind", "platform"):
+            assert key in machine
+        assert _positive(machine["peak_matmul_gflops"])
+        assert result["setup"]["epochs"] == 2 and result["setup"]["T"] == 27
+
+    def test_k_sweep_rows(self, align_result):
+        result, _ = align_result
+        rows = result["k_sweep"]
+        assert [r["K"] for r in rows] == [1, 2]
+        for row in rows:
+            assert (row["N"], row["W"]) == (1, 27)
+            for key in ("compile_s", "vmap_s", "loop_s", "loop_first_call_s", "flops",
+                        "vmap_gflops_per_s", "vmap_roofline_fraction", "loop_roofline_fraction"):
+                assert _positive(row[key]), key
+            assert row["vmap_per_video_s"] == pytest.approx(row["vmap_s"] / row["K"])
+            assert row["loop_over_vmap"] == pytest.approx(row["loop_s"] / row["vmap_s"])
+            assert row["vmap_roofline_fraction"] == pytest.approx(
+                row["vmap_gflops_per_s"] / result["machine"]["peak_matmul_gflops"])
+        assert rows[1]["flops"] == pytest.approx(2 * rows[0]["flops"])
+
+    @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+    def test_torch_columns(self, align_result):
+        result, _ = align_result
+        one, two = result["k_sweep"]
+        assert not one["torch_extrapolated"] and two["torch_extrapolated"]
+        assert two["torch_measured_videos"] == 1
+        assert two["torch_s"] == pytest.approx(2 * two["torch_measured_s"])
+        for row in (one, two):
+            for key in ("torch_s", "torch_per_video_s", "vmap_over_torch", "loop_over_torch",
+                        "torch_roofline_fraction"):
+                assert _positive(row[key]), key
+            assert row["vmap_over_torch"] == pytest.approx(row["vmap_s"] / row["torch_s"])
+
+    def test_t_sweep_reuses_the_matching_row(self, align_result):
+        result, _ = align_result
+        assert result["t_sweep"] == [result["k_sweep"][0]]
+
+
+class TestBenchPretrain:
+    def test_jax_fields(self, pretrain_result):
+        jax_row = pretrain_result["results"]["jax"]
+        for key in ("compile_s", "step_s", "steps_per_s", "clips_per_s", "flops_per_step",
+                    "gflops_per_s", "roofline_fraction"):
+            assert _positive(jax_row[key]), key
+        assert jax_row["steps_per_s"] == pytest.approx(1.0 / jax_row["step_s"])
+        assert math.isfinite(jax_row["final_loss"])
+        assert pretrain_result["setup"]["batch"] == 2
+        assert _positive(pretrain_result["machine"]["peak_matmul_gflops"])
+
+    @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+    def test_torch_fields(self, pretrain_result):
+        results = pretrain_result["results"]
+        torch_row = results["torch"]
+        for key in ("step_s", "steps_per_s", "gflops_per_s", "roofline_fraction"):
+            assert _positive(torch_row[key]), key
+        assert torch_row["flops_per_step"] == results["jax"]["flops_per_step"]
+        assert results["jax"]["speedup_vs_torch"] == pytest.approx(
+            torch_row["step_s"] / results["jax"]["step_s"])
+
+
+@pytest.mark.skipif(_has_gpu(), reason="a GPU is present")
+@pytest.mark.parametrize("script", ["bench_align.py", "bench_pretrain.py"])
+def test_missing_gpu_exits_2(script, tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPTS / script), "--device", "gpu",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "gpu" in proc.stderr.lower()
+
+
+class TestCommon:
+    def test_make_videos_windows(self):
+        config, _ = bench_common.apply_sizes(bench_common.load_config("configs/cpu.py:runlocal"),
+                                             "config")
+        inputs, weights, mask = bench_align.make_videos(2, 36, config.ttt, seed=0)
+        assert inputs.shape == (2, 2, 27, 17, 3)  # window 27, stride 9: starts 0 and 9
+        assert weights.shape == mask.shape == (2, 2, 27) and mask.all()
+        assert np.isfinite(inputs).all()
+        np.testing.assert_allclose(inputs[..., 0, :], 0.0)  # root-relative
+
+    def test_apply_sizes_copies_and_rejects_unknown(self):
+        config = bench_common.load_config("configs/cpu.py")
+        small, frames = bench_common.apply_sizes(config, "small")
+        assert (small.model.dim_feat, small.model.depth, frames) == (64, 2, 81)
+        assert config.model.dim_feat == 128
+        with pytest.raises(ValueError, match="unknown --sizes"):
+            bench_common.apply_sizes(config, "huge")
+
+    def test_cost_flops_of_a_matmul(self):
+        x = jnp.ones((32, 32))
+        lowered = jax.jit(lambda a: a @ a).lower(x)
+        assert bench_common.cost_flops(lowered.compile()) == pytest.approx(2 * 32**3)
+
+    def test_format_table(self):
+        table = bench_common.format_table([{"a": 1, "b": 0.123456}, {"a": 10, "b": None}],
+                                          [("a", "A"), ("b", "B")])
+        assert table.splitlines() == [" A      B", " 1  0.123", "10      -"]
