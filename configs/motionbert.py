@@ -6,7 +6,7 @@ from configs import cpu
 def get_config(arg=None):
     config = cpu.get_config(arg)
     config.model.update(dim_feat=512, dim_rep=512, depth=5, num_heads=8, mlp_ratio=2.0,
-                        maxlen=243)
+                        maxlen=243, residual=False)  # exactly MotionBERT's DSTformer
     config.pretrain.clip_stride = 81        # MotionBERT recipe: clip 243, stride 81
     config.pretrain.batch_size = 64
     config.pretrain.lr = 5e-4               # AdamW, weight decay 0.01
