@@ -1,6 +1,7 @@
 """Test-time alignment of many videos at once: ``python -m stride_jax.align``.
 
     python -m stride_jax.align                        # embedded demo (real motion, simulated occlusion)
+    python -m stride_jax.align --video IN.mp4 --output OUT_DIR   # needs requirements-video.txt
     python -m stride_jax.align --input DIR_OR_FILES --output OUT_DIR [--checkpoint PRIOR_DIR]
                                [--units auto|m|mm] [--config.ttt.epochs=30]
 
@@ -56,6 +57,9 @@ _MIN_CONF = flags.DEFINE_float("min_confidence", 0.0, "Frames whose mean joint c
                                "(0..1) is below this count as undetected.")
 _SEED = flags.DEFINE_integer("seed", 0, "PRNG seed (results are deterministic given it).")
 _RESUME = flags.DEFINE_bool("resume", True, "Skip inputs whose outputs already exist.")
+_VIDEO = flags.DEFINE_string("video", None, "A video file or a directory of frame images: "
+                             "estimate 3D poses (MediaPipe, requirements-video.txt), align "
+                             "them and render a side-by-side GIF into --output.")
 
 
 def run_demo(params, model_config: dict, config: ml_collections.ConfigDict, *,
@@ -141,6 +145,13 @@ def main(argv: list[str]) -> None:
     logs.setup()
     config = _CONFIG.value
     try:
+        if _VIDEO.value:
+            if _INPUT.value:
+                raise app.UsageError("pass either --video or --input, not both")
+            from stride_jax.video import align_video_file
+            sys.exit(align_video_file(_VIDEO.value, _OUTPUT.value, config, _CHECKPOINT.value,
+                                      seed=_SEED.value, resume=_RESUME.value,
+                                      align_files=align_files))
         if not _INPUT.value:
             params, model_config, meta = checkpoint.load_prior(_CHECKPOINT.value)
             logging.info("demo: prior %s (%s)", _CHECKPOINT.value, meta.get("description", ""))

@@ -1,0 +1,144 @@
+"""Batched test-time alignment: vmap == alone, padding is invisible, failures are isolated."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import cpu
+from stride_jax import align, checkpoint, ttt
+from stride_jax.aligner import Video, align_videos
+from stride_jax.data import augment
+from stride_jax.data.dataset import load_demo
+from stride_jax.model import build_model, init_params
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    config = cpu.get_config("runlocal")
+    model = build_model(config.model)
+    params = init_params(model, jax.random.key(0))
+    return config, model, params
+
+
+def _videos(lengths, seed=0):
+    """Real climbing motion (camera view) with random missing frames."""
+    world, _ = load_demo()
+    cam = np.asarray(augment.world_to_camera(world))
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, n in enumerate(lengths):
+        start = int(rng.integers(0, cam.shape[1] - n))
+        poses = cam[i % 2, start:start + n] + rng.normal(0, 0.01, (n, 17, 3)).astype(np.float32)
+        valid = rng.random(n) > 0.3
+        valid[n // 2] = True
+        out.append(Video(poses.astype(np.float32), valid, f"v{i}"))
+    return out
+
+
+def test_batched_equals_alone_and_loss_decreases(tiny):
+    config, _, params = tiny
+    videos = _videos([40, 40, 18, 50])  # two share a bucket, one is padded, one is longer
+    batched, timing = align_videos(videos, params, config.model.to_dict(), config.ttt)
+    assert timing.compile_s > 0 and len(timing.buckets) >= 2
+    for video, res in zip(videos, batched):
+        alone, _ = align_videos([video], params, config.model.to_dict(), config.ttt)
+        np.testing.assert_allclose(res.refined, alone[0].refined, atol=2e-5)
+        assert res.ok and res.refined.shape == video.poses.shape
+        assert res.loss_curve.shape == (config.ttt.epochs,)
+    longer = config.ttt.copy_and_resolve_references()
+    longer.epochs, longer.lr = 8, 1e-3
+    res, _ = align_videos(videos[:1], params, config.model.to_dict(), longer)
+    assert res[0].loss_curve[-1] < res[0].loss_curve[0]
+
+
+def test_padding_does_not_change_result(tiny):
+    config, model, params = tiny
+    run = jax.jit(ttt.make_run_one_video(model, config.ttt))
+    video = _videos([20])[0]
+    from stride_jax.interpolate import fill_missing
+    pseudo = np.asarray(fill_missing(video.poses, video.valid))
+    rr = pseudo - pseudo[:, :1]
+    weights = np.where(video.valid, 1.0, config.ttt.interp_weight).astype(np.float32)
+    key = jax.random.key(3)
+    exact, curve_a, _ = run(params, rr[None], weights[None], np.ones((1, 20), bool), key)
+    pad = 7
+    rr_p = np.concatenate([rr, np.full((pad, 17, 3), 5.0, np.float32)])
+    w_p = np.concatenate([weights, np.zeros(pad, np.float32)])
+    m_p = np.arange(20 + pad) < 20
+    padded, curve_b, _ = run(params, rr_p[None], w_p[None], m_p[None], key)
+    np.testing.assert_allclose(np.asarray(padded)[0, :20], np.asarray(exact)[0], atol=2e-5)
+    np.testing.assert_allclose(curve_a, curve_b, rtol=1e-4)
+
+
+def test_no_valid_frame_and_divergence_do_not_stop_the_batch(tiny):
+    config, _, params = tiny
+    good, bad = _videos([30, 30])
+    empty = Video(np.zeros((30, 17, 3), np.float32), np.zeros(30, bool), "empty")
+    huge = Video(bad.poses * np.float32(1e19), bad.valid, "huge")
+    results, _ = align_videos([good, empty, huge], params, config.model.to_dict(), config.ttt)
+    assert results[0].ok and np.isfinite(results[0].refined).all()
+    assert not results[1].ok and "no valid frame" in results[1].error
+    assert not results[2].ok and "diverged" in results[2].error
+    np.testing.assert_allclose(results[2].refined, results[2].pseudo)  # interpolation back
+
+
+def test_sharded_over_4_cpu_devices_matches_one_device(tiny, tmp_path):
+    config, _, params = tiny
+    prior = checkpoint.save_prior(tmp_path / "prior", params, config.model.to_dict())
+    videos = _videos([30, 30, 30])
+    np.savez(tmp_path / "videos.npz", *[v.poses for v in videos],
+             valid=np.stack([v.valid for v in videos]))
+    script = (
+        "import sys, numpy as np, jax\n"
+        "from configs import cpu\n"
+        "from stride_jax import checkpoint\n"
+        "from stride_jax.aligner import Video, align_videos\n"
+        f"d = np.load(r'{tmp_path / 'videos.npz'}')\n"
+        "vs = [Video(d[f'arr_{i}'], d['valid'][i], str(i)) for i in range(3)]\n"
+        f"p, mc, _ = checkpoint.load_prior(r'{prior}')\n"
+        "res, t = align_videos(vs, p, mc, cpu.get_config('runlocal').ttt)\n"
+        "assert len(jax.devices()) == 4, jax.devices()\n"
+        "assert t.buckets[0]['shape'][0] == 4  # K padded to the mesh size\n"
+        f"np.save(r'{tmp_path / 'sharded.npy'}', np.stack([r.refined for r in res]))\n")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               PYTHONPATH=str(REPO))
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=REPO,
+                   capture_output=True)
+    single, _ = align_videos(videos, params, config.model.to_dict(), config.ttt)
+    np.testing.assert_allclose(np.load(tmp_path / "sharded.npy"),
+                               np.stack([r.refined for r in single]), atol=2e-5)
+
+
+def test_cli_writes_outputs_and_resumes(tiny, tmp_path):
+    config, _, params = tiny
+    prior = checkpoint.save_prior(tmp_path / "prior", params, config.model.to_dict())
+    video = _videos([30])[0]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    np.savez(inputs / "clip.npz", poses=video.poses * 1000.0, valid=video.valid)  # millimetres
+    code = align.align_files([str(inputs)], tmp_path / "out", config, checkpoint_dir=prior)
+    assert code == 0
+    out = np.load(tmp_path / "out" / "clip.npz")
+    assert out["refined"].shape == (30, 17, 3) and bool(out["ok"])
+    assert np.abs(out["pseudo"][video.valid] - video.poses[video.valid]).max() < 1e-4  # in metres
+    stamp = (tmp_path / "out" / "clip.npz").stat().st_mtime_ns
+    assert align.align_files([str(inputs)], tmp_path / "out", config, checkpoint_dir=prior) == 0
+    assert (tmp_path / "out" / "clip.npz").stat().st_mtime_ns == stamp  # skipped: resumed
+
+
+def test_window_longer_than_prior_is_rejected(tiny):
+    config, _, params = tiny
+    ttt_cfg = config.ttt.copy_and_resolve_references()
+    ttt_cfg.window = config.model.maxlen + 1
+    with pytest.raises(ValueError, match="exceeds the prior's maxlen"):
+        align_videos(_videos([20]), params, config.model.to_dict(), ttt_cfg)
