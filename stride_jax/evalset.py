@@ -52,6 +52,6 @@ def make_eval_set(sequences: Seq[Sequence], *, length: int, stride: int, fps: fl
         raise ValueError(f"no sequence has {length} frames or more")
     world = jnp.asarray(np.concatenate(clips).astype(np.float32))
     key_view, key_sim = jax.random.split(jax.random.key(seed))
-    clean = augment.random_view(key_view, world, np.deg2rad(pitch_max_deg))
+    clean = augment.random_view(key_view, world, pitch_max_rad=np.deg2rad(pitch_max_deg))
     observed, valid = corrupt.simulate_estimator(key_sim, clean, fps=fps, **dict(simulator))
     return EvalSet(np.asarray(clean), np.asarray(observed), np.asarray(valid), tuple(names))
