@@ -126,9 +126,10 @@ class DSTformer(nn.Module):
                  dim_rep: int = 512, depth: int = 5, num_heads: int = 8,
                  mlp_ratio: float = 4.0, num_joints: int = 17, maxlen: int = 243,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, att_fuse: bool = True):
+                 drop_path_rate: float = 0.0, att_fuse: bool = True, residual: bool = False):
         super().__init__()
         self.maxlen, self.num_joints, self.att_fuse = maxlen, num_joints, att_fuse
+        self.residual = residual  # stride_jax's optional input + correction output
         self.joints_embed = nn.Linear(dim_in, dim_feat)
         self.pos_drop = nn.Dropout(drop_rate)
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
@@ -183,7 +184,8 @@ class DSTformer(nn.Module):
             else:
                 h = (x_st + x_ts) * 0.5
         h = self.pre_logits(self.norm(h).reshape(batch, frames, joints, -1))
-        return self.head(h)
+        out = self.head(h)
+        return out + x if self.residual else out
 
 
 def build_from_config(model_config: Mapping[str, Any]) -> DSTformer:

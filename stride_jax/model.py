@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from stride_jax.attention import attention
+
 _LN_EPS = 1e-6  # MotionBERT builds every LayerNorm with eps=1e-6.
 _dense_init = nn.initializers.truncated_normal(stddev=0.02)
 
@@ -67,12 +69,17 @@ class Attention(nn.Module):
         else:
             raise ValueError(f"unknown attention mode {self.mode!r}")
         q, k, v = qkv[0] * jnp.asarray(head_dim**-0.5, qkv.dtype), qkv[1], qkv[2]
-        logits = q @ k.swapaxes(-1, -2)
+        bias = None
         if frame_mask is not None and self.mode == "temporal":  # padded frames: never attended
-            logits = jnp.where(frame_mask[:, None, None, None, :], logits, -1e9)
-        attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-        attn = nn.Dropout(self.attn_drop)(attn, deterministic=deterministic)
-        out = attn @ v
+            bias = jnp.where(frame_mask, 0.0, -1e9)[:, None, None, None, :]
+        if self.attn_drop and not deterministic:  # dropout on the probabilities: plain path
+            logits = q @ k.swapaxes(-1, -2)
+            if bias is not None:
+                logits = logits + bias
+            attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+            out = nn.Dropout(self.attn_drop)(attn, deterministic=False) @ v
+        else:
+            out = attention(q, k, v, bias)
         if self.mode == "spatial":
             out = out.transpose(0, 1, 3, 2, 4)  # [B, T, J, H, D]
         else:
