@@ -66,7 +66,8 @@ def run_demo(params, model_config: dict, config: ml_collections.ConfigDict, *,
              seed: int = 0) -> dict[str, dict[str, float]]:
     """Aligns the embedded demo clips (held-out real climbing motion, Apache-2.0) after
     simulated occlusion and estimator noise; returns scores of the input's interpolation
-    and of STRIDE against the ground truth."""
+    and of STRIDE against the ground truth, timing, and the arrays (``"arrays"``: clean,
+    observed, valid, pseudo, refined ``[K,T,...]``, loss_curve, fps)."""
     world, fps = load_demo()
     clean = np.asarray(augment.world_to_camera(world))
     observed, valid = corrupt.simulate_estimator(jax.random.key(seed), clean, fps=fps,
@@ -77,9 +78,12 @@ def run_demo(params, model_config: dict, config: ml_collections.ConfigDict, *,
                                    progress=logging.info)
     pseudo = np.stack([r.pseudo for r in results])
     refined = np.stack([r.refined for r in results])
+    arrays = {"clean": clean, "observed": observed, "valid": valid, "pseudo": pseudo,
+              "refined": refined, "loss_curve": np.stack([r.loss_curve for r in results]),
+              "fps": np.float32(fps)}
     return {"interpolation": score(pseudo, clean, valid), "stride": score(refined, clean, valid),
             "timing": {"compile_s": timing.compile_s, "run_s": timing.run_s,
-                       "occluded_pct": 100.0 * float(1 - valid.mean())}}
+                       "occluded_pct": 100.0 * float(1 - valid.mean())}, "arrays": arrays}
 
 
 def _output_path(out_dir: Path, video: Video, multi: bool) -> Path:
@@ -159,7 +163,12 @@ def main(argv: list[str]) -> None:
             print(_format_demo(report))
             out = Path(_OUTPUT.value)
             out.mkdir(parents=True, exist_ok=True)
+            from stride_jax import io
+
+            io.save_npz_atomic(out / "demo_results.npz", **report.pop("arrays"))
             (out / "demo_scores.json").write_text(json.dumps(report, indent=2))
+            logging.info("demo arrays in %s (plot: python scripts/visualize.py %s)",
+                         out / "demo_results.npz", out / "demo_results.npz")
             sys.exit(0)
         sys.exit(align_files(_INPUT.value, _OUTPUT.value, config,
                              checkpoint_dir=_CHECKPOINT.value, units=_UNITS.value,
