@@ -26,8 +26,17 @@ _LN_EPS = 1e-6  # MotionBERT builds every LayerNorm with eps=1e-6.
 _dense_init = nn.initializers.truncated_normal(stddev=0.02)
 
 
+class _FlatDense(nn.Dense):
+    """``nn.Dense`` applied to ``[-1, C]`` rows: same params, and XLA's CPU backward pass
+    runs ~1.5x faster on 2-D operands than on ``[B, T, J, C]`` ones."""
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        out = super().__call__(inputs.reshape(-1, inputs.shape[-1]))
+        return out.reshape(inputs.shape[:-1] + (self.features,))
+
+
 def _dense(features: int, name: str, dtype: Any) -> nn.Dense:
-    return nn.Dense(
+    return _FlatDense(
         features,
         kernel_init=_dense_init,
         bias_init=nn.initializers.zeros,
