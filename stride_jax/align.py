@@ -91,7 +91,7 @@ def _output_path(out_dir: Path, video: Video, multi: bool) -> Path:
     return out_dir / f"{stem}.npz"
 
 
-def _summary_line(result: AlignResult, seconds: float) -> str:
+def _summary_line(result: AlignResult, elapsed: float) -> str:
     occ = 100.0 * (1.0 - result.valid.mean()) if result.valid.size else 0.0
     if not result.ok:
         return f"{result.name}: FAILED ({result.error})"
@@ -99,7 +99,7 @@ def _summary_line(result: AlignResult, seconds: float) -> str:
     drop = f"loss {curve[0]:.4f} -> {curve[-1]:.4f}" if curve.size else "no TTT steps"
     track = f" [track {result.track}]" if result.track is not None else ""
     return (f"{result.name}{track}: {result.refined.shape[0]} frames, {occ:.0f}% undetected, "
-            f"{drop}, {seconds:.2f} s")
+            f"{drop}, done at {elapsed:.1f} s")
 
 
 def align_files(inputs: list[str], output: str | Path, config: ml_collections.ConfigDict, *,
@@ -111,9 +111,14 @@ def align_files(inputs: list[str], output: str | Path, config: ml_collections.Co
     out_dir = Path(output)
     out_dir.mkdir(parents=True, exist_ok=True)
     params, model_config, _ = checkpoint.load_prior(checkpoint_dir)
-    videos, targets = [], []
+    videos, targets, bad_files = [], [], 0
     for path in io.list_inputs(inputs):
-        tracks = io.load_pose_file(path, units=units, min_confidence=min_confidence)
+        try:
+            tracks = io.load_pose_file(path, units=units, min_confidence=min_confidence)
+        except io.InputError as err:  # one bad file does not stop the others
+            logging.error("%s", err)
+            bad_files += 1
+            continue
         multi = len(tracks) > 1
         for video in io.to_videos(tracks):
             target = _output_path(out_dir, video, multi)
@@ -123,24 +128,30 @@ def align_files(inputs: list[str], output: str | Path, config: ml_collections.Co
             videos.append(video)
             targets.append(target)
     if not videos:
+        if bad_files:
+            raise io.InputError(f"none of the {bad_files} input file(s) could be read")
         logging.info("nothing to do: every output exists in %s", out_dir)
         return 0
     t0 = time.perf_counter()
-    results, timing = align_videos(videos, params, model_config, config.ttt, seed=seed,
-                                   max_batch=config.ttt.max_batch, progress=logging.info)
-    per_video = (time.perf_counter() - t0) / len(videos)
     failed = 0
-    for result, target in zip(results, targets):
-        io.save_npz_atomic(target, refined=result.refined, pseudo=result.pseudo,
+
+    def write(index: int, result: AlignResult) -> None:
+        nonlocal failed
+        io.save_npz_atomic(targets[index], refined=result.refined, pseudo=result.pseudo,
                            valid=result.valid, loss_curve=result.loss_curve,
                            ok=np.bool_(result.ok), error=np.str_(result.error or ""),
                            track=np.str_(result.track or ""))
         failed += not result.ok
-        logging.info("%s -> %s", _summary_line(result, per_video), target)
+        logging.info("%s -> %s", _summary_line(result, time.perf_counter() - t0),
+                     targets[index])
+
+    _, timing = align_videos(videos, params, model_config, config.ttt, seed=seed,
+                             max_batch=config.ttt.max_batch, progress=logging.info,
+                             on_result=write)
     logging.info("%d video(s) in %.1f s (compile %.1f s, run %.1f s); outputs in %s",
                  len(videos), time.perf_counter() - t0, timing.compile_s, timing.run_s,
                  out_dir.absolute())
-    return 1 if failed else 0
+    return 1 if failed or bad_files else 0
 
 
 def main(argv: list[str]) -> None:

@@ -107,6 +107,7 @@ def align_videos(videos: Sequence[Video], params: Any, model_config: dict,
                  ttt: ml_collections.ConfigDict, *, seed: int = 0, max_batch: int = 16,
                  use_mesh: bool = True,
                  progress: Callable[[str], None] | None = None,
+                 on_result: Callable[[int, AlignResult], None] | None = None,
                  ) -> tuple[list[AlignResult], AlignTiming]:
     """Aligns every video; one compiled call per bucket of at most ``max_batch`` videos.
 
@@ -119,6 +120,8 @@ def align_videos(videos: Sequence[Video], params: Any, model_config: dict,
       max_batch: largest K in one call.
       use_mesh: shard the video axis over all local devices when there are several.
       progress: optional callback for one-line progress messages.
+      on_result: optional ``(video_index, result)`` callback, called as soon as a video's
+        bucket is done (the CLI writes outputs there, so a killed run keeps them).
 
     Returns:
       Per-video results (input order) and timing.  A video with no valid frame is not
@@ -136,6 +139,8 @@ def align_videos(videos: Sequence[Video], params: Any, model_config: dict,
             nan = np.full(np.shape(video.poses), np.nan, np.float32)
             results[i] = AlignResult(video.name, video.track, nan, nan, valid,
                                      np.zeros(0, np.float32), False, "no valid frame")
+            if on_result:
+                on_result(i, results[i])
             continue
         prepared.append(_prepare(i, video, ttt))
     mesh = ttt_lib.video_mesh() if use_mesh else None
@@ -176,6 +181,8 @@ def align_videos(videos: Sequence[Video], params: Any, model_config: dict,
                     _stitch(pred[j], prep) if good else prep.pseudo, prep.pseudo,
                     np.asarray(video.valid, bool), curves[j], good,
                     None if good else "diverged (non-finite loss); returned the interpolation")
+                if on_result:
+                    on_result(prep.index, results[prep.index])
             if progress:
                 progress(f"aligned {len(chunk)} video(s) of {n_windows} window(s) in "
                          f"{run_s:.2f} s (compile {cache[shape].compile_s:.2f} s)")
