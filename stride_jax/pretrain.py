@@ -274,7 +274,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
 def _manifest_hash() -> str | None:
     try:
-        return dataset.load_manifest().get("dataset_hash")
+        return dataset.load_manifest().get("dataset_sha256")
     except (FileNotFoundError, ValueError):
         return None
 
