@@ -42,24 +42,30 @@ __all__ = ["AlignResult", "AlignTiming", "Video", "align_videos", "DEFAULT_PRIOR
 DEFAULT_PRIOR = Path(__file__).parent / "assets" / "prior_cpu"
 _DEFAULT_CONFIG = str(Path(__file__).parent.parent / "configs" / "cpu.py")
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Config file whose `ttt` section sets the test-time training "
-    "(window, stride, epochs, lr, loss weights); the model comes from --checkpoint.",
-    lock_config=True)
-_INPUT = flags.DEFINE_list("input", [], "Pose files or directories (.npz/.npy/.json). Empty: "
-                           "run the embedded demo.")
-_OUTPUT = flags.DEFINE_string("output", "runs/align", "Directory for the refined .npz files.")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", str(DEFAULT_PRIOR),
-                                  "Prior directory (from pretrain or the MotionBERT converter).")
-_UNITS = flags.DEFINE_enum("units", "auto", ["auto", "m", "mm"],
-                           "Units of input poses; auto detects metres vs millimetres.")
-_MIN_CONF = flags.DEFINE_float("min_confidence", 0.0, "Frames whose mean joint confidence "
-                               "(0..1) is below this count as undetected.")
-_SEED = flags.DEFINE_integer("seed", 0, "PRNG seed (results are deterministic given it).")
-_RESUME = flags.DEFINE_bool("resume", True, "Skip inputs whose outputs already exist.")
-_VIDEO = flags.DEFINE_string("video", None, "A video file or a directory of frame images: "
-                             "estimate 3D poses (MediaPipe, requirements-video.txt), align "
-                             "them and render a side-by-side GIF into --output.")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Defines the command-line flags (only when run as a program, so modules can be
+    imported together)."""
+    config_flags.DEFINE_config_file(
+        "config", _DEFAULT_CONFIG, "Config file whose `ttt` section sets the test-time training "
+        "(window, stride, epochs, lr, loss weights); the model comes from --checkpoint.",
+        lock_config=True)
+    flags.DEFINE_list("input", [], "Pose files or directories (.npz/.npy/.json). Empty: "
+                      "run the embedded demo.")
+    flags.DEFINE_string("output", "runs/align", "Directory for the refined .npz files.")
+    flags.DEFINE_string("checkpoint", str(DEFAULT_PRIOR),
+                        "Prior directory (from pretrain or the MotionBERT converter).")
+    flags.DEFINE_enum("units", "auto", ["auto", "m", "mm"],
+                      "Units of input poses; auto detects metres vs millimetres.")
+    flags.DEFINE_float("min_confidence", 0.0, "Frames whose mean joint confidence "
+                       "(0..1) is below this count as undetected.")
+    flags.DEFINE_integer("seed", 0, "PRNG seed (results are deterministic given it).")
+    flags.DEFINE_bool("resume", True, "Skip inputs whose outputs already exist.")
+    flags.DEFINE_string("video", None, "A video file or a directory of frame images: "
+                        "estimate 3D poses (MediaPipe, requirements-video.txt), align "
+                        "them and render a side-by-side GIF into --output.")
 
 
 def run_demo(params, model_config: dict, config: ml_collections.ConfigDict, *,
@@ -158,21 +164,21 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}: pass inputs with --input")
     logs.setup()
-    config = _CONFIG.value
+    config = FLAGS.config
     try:
-        if _VIDEO.value:
-            if _INPUT.value:
+        if FLAGS.video:
+            if FLAGS.input:
                 raise app.UsageError("pass either --video or --input, not both")
             from stride_jax.video import align_video_file
-            sys.exit(align_video_file(_VIDEO.value, _OUTPUT.value, config, _CHECKPOINT.value,
-                                      seed=_SEED.value, resume=_RESUME.value,
+            sys.exit(align_video_file(FLAGS.video, FLAGS.output, config, FLAGS.checkpoint,
+                                      seed=FLAGS.seed, resume=FLAGS.resume,
                                       align_files=align_files))
-        if not _INPUT.value:
-            params, model_config, meta = checkpoint.load_prior(_CHECKPOINT.value)
-            logging.info("demo: prior %s (%s)", _CHECKPOINT.value, meta.get("description", ""))
-            report = run_demo(params, model_config, config, seed=_SEED.value)
+        if not FLAGS.input:
+            params, model_config, meta = checkpoint.load_prior(FLAGS.checkpoint)
+            logging.info("demo: prior %s (%s)", FLAGS.checkpoint, meta.get("description", ""))
+            report = run_demo(params, model_config, config, seed=FLAGS.seed)
             print(_format_demo(report))
-            out = Path(_OUTPUT.value)
+            out = Path(FLAGS.output)
             out.mkdir(parents=True, exist_ok=True)
             from stride_jax import io
 
@@ -181,10 +187,10 @@ def main(argv: list[str]) -> None:
             logging.info("demo arrays in %s (plot: python scripts/visualize.py %s)",
                          out / "demo_results.npz", out / "demo_results.npz")
             sys.exit(0)
-        sys.exit(align_files(_INPUT.value, _OUTPUT.value, config,
-                             checkpoint_dir=_CHECKPOINT.value, units=_UNITS.value,
-                             min_confidence=_MIN_CONF.value, seed=_SEED.value,
-                             resume=_RESUME.value))
+        sys.exit(align_files(FLAGS.input, FLAGS.output, config,
+                             checkpoint_dir=FLAGS.checkpoint, units=FLAGS.units,
+                             min_confidence=FLAGS.min_confidence, seed=FLAGS.seed,
+                             resume=FLAGS.resume))
     except (ValueError, FileNotFoundError) as err:  # InputError and CheckpointError included
         logging.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
@@ -206,4 +212,5 @@ def _format_demo(report: dict) -> str:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

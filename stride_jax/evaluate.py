@@ -40,18 +40,24 @@ from stride_jax.data import augment, dataset
 from stride_jax.scoring import score
 
 _DEFAULT_CONFIG = str(Path(__file__).parent.parent / "configs" / "cpu.py")
-_CONFIG = config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
-                                          "Config (ttt and simulator sections).",
-                                          lock_config=True)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", str(Path(__file__).parent / "assets" /
-                                                    "prior_cpu"), "Prior directory.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Simulator / camera seeds.")
-_SPLIT = flags.DEFINE_enum("split", "test", ["val", "test"], "Held-out split to score.")
-_VIDEO_LEN = flags.DEFINE_integer("video_len", 243, "Frames per evaluation video.")
-_MAX_VIDEOS = flags.DEFINE_integer("max_videos", 0, "Use at most this many videos (0: all), "
-                                   "taken evenly across the split.")
-_ABLATION = flags.DEFINE_bool("ablation", True, "Also run the loss ablation rows.")
-_OUT = flags.DEFINE_string("out", "runs/eval", "Output directory.")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Defines the command-line flags (only when run as a program, so modules can be
+    imported together)."""
+    config_flags.DEFINE_config_file("config", _DEFAULT_CONFIG,
+                                    "Config (ttt and simulator sections).",
+                                    lock_config=True)
+    flags.DEFINE_string("checkpoint", str(Path(__file__).parent / "assets" /
+                                          "prior_cpu"), "Prior directory.")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Simulator / camera seeds.")
+    flags.DEFINE_enum("split", "test", ["val", "test"], "Held-out split to score.")
+    flags.DEFINE_integer("video_len", 243, "Frames per evaluation video.")
+    flags.DEFINE_integer("max_videos", 0, "Use at most this many videos (0: all), "
+                         "taken evenly across the split.")
+    flags.DEFINE_bool("ablation", True, "Also run the loss ablation rows.")
+    flags.DEFINE_string("out", "runs/eval", "Output directory.")
 
 # Loss weights added step by step (paper, Table 5); the last row is full STRIDE.
 ABLATION = (("+mpjpe", ("mpjpe",)), ("+velocity", ("mpjpe", "velocity")),
@@ -178,16 +184,16 @@ def to_markdown(report: dict) -> str:
 def main(argv: list[str]) -> None:
     del argv
     logs.setup()
-    config = _CONFIG.value
-    params, model_config, meta = checkpoint.load_prior(_CHECKPOINT.value)
-    sequences = dataset.load_split(_SPLIT.value)
+    config = FLAGS.config
+    params, model_config, meta = checkpoint.load_prior(FLAGS.checkpoint)
+    sequences = dataset.load_split(FLAGS.split)
     report = evaluate(config, params, model_config, sequences,
-                      seeds=[int(s) for s in _SEEDS.value], video_len=_VIDEO_LEN.value,
-                      max_videos=_MAX_VIDEOS.value, ablation=_ABLATION.value)
-    report.update(split=_SPLIT.value, checkpoint=_CHECKPOINT.value, video_len=_VIDEO_LEN.value,
-                  max_videos=_MAX_VIDEOS.value, simulator=dict(config.simulator),
+                      seeds=[int(s) for s in FLAGS.seeds], video_len=FLAGS.video_len,
+                      max_videos=FLAGS.max_videos, ablation=FLAGS.ablation)
+    report.update(split=FLAGS.split, checkpoint=FLAGS.checkpoint, video_len=FLAGS.video_len,
+                  max_videos=FLAGS.max_videos, simulator=dict(config.simulator),
                   ttt=config.ttt.to_dict(), savgol=SAVGOL)
-    out = Path(_OUT.value)
+    out = Path(FLAGS.out)
     out.mkdir(parents=True, exist_ok=True)
     table = to_markdown(report)
     (out / "results.json").write_text(json.dumps(report, indent=2))
@@ -197,4 +203,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -36,10 +36,16 @@ from stride_jax.evalset import EvalSet, make_eval_set
 from stride_jax.interpolate import fill_missing
 from stride_jax.model import build_model, count_params, init_params
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/cpu.py", "Config file (.py).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", "runs/pretrain", "Output directory: checkpoints, "
-                               "metrics.csv, loss_curve.png and the final prior/.")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    """Defines the command-line flags (only when run as a program, so modules can be
+    imported together)."""
+    config_flags.DEFINE_config_file("config", str(Path(__file__).parent.parent / "configs" / "cpu.py"), "Config file (.py).",
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", "runs/pretrain", "Output directory: checkpoints, "
+                        "metrics.csv, loss_curve.png and the final prior/.")
 
 TRAIN_FIELDS = ("step", "loss", "mpjpe", "n_mpjpe", "velocity", "limb_var", "grad_norm", "lr",
                 "steps_per_s")
@@ -283,8 +289,9 @@ def main(argv: list[str]) -> None:
     del argv
     logs.setup()
     logging.info("devices: %s", jax.devices())
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
