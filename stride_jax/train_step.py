@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from stride_jax import losses, skeleton
+from stride_jax import losses
+from stride_jax.data import augment
 from stride_jax.model import DSTFormer
 
 State = dict[str, Any]
@@ -74,14 +74,11 @@ def predict(model: DSTFormer, params: Any, inputs: jax.Array, *,
             frame_mask: jax.Array | None = None, flip_average: bool = False) -> jax.Array:
     """Model prediction ``[B,T,J,3] -> [B,T,J,3]``, optionally averaged with the mirrored one.
 
-    Mirroring negates x and swaps left/right joints (``skeleton.MIRROR``) on the way in and
-    undoes it on the way out, as MotionBERT's flip test-time augmentation.
+    Mirroring (``augment.mirror``: x -> -x, left/right joints swapped) on the way in and
+    again on the way out, as MotionBERT's flip test-time augmentation.
     """
     pred = model.apply({"params": params}, inputs, frame_mask=frame_mask)
     if not flip_average:
         return pred
-    sign = jnp.array([-1.0, 1.0, 1.0], inputs.dtype)
-    mirror = jnp.asarray(skeleton.MIRROR)
-    flipped = model.apply({"params": params}, (inputs * sign)[..., mirror, :],
-                          frame_mask=frame_mask)
-    return 0.5 * (pred + (flipped * sign)[..., mirror, :])
+    flipped = model.apply({"params": params}, augment.mirror(inputs), frame_mask=frame_mask)
+    return 0.5 * (pred + augment.mirror(flipped))
