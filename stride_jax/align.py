@@ -65,7 +65,10 @@ def _define_flags() -> None:
     flags.DEFINE_bool("resume", True, "Skip inputs whose outputs already exist.")
     flags.DEFINE_string("video", None, "A video file or a directory of frame images: "
                         "estimate 3D poses (MediaPipe, requirements-video.txt), align "
-                        "them and render a side-by-side GIF into --output.")
+                        "them and render a side-by-side video into --output.")
+    flags.DEFINE_enum("render", "auto", ["auto", "gif", "mp4", "none"],
+                      "With --video: the side-by-side rendering's format; auto is a GIF "
+                      "up to 120 frames and an MP4 beyond.")
 
 
 def run_demo(params, model_config: dict, config: ml_collections.ConfigDict, *,
@@ -172,7 +175,7 @@ def main(argv: list[str]) -> None:
             from stride_jax.video import align_video_file
             sys.exit(align_video_file(FLAGS.video, FLAGS.output, config, FLAGS.checkpoint,
                                       seed=FLAGS.seed, resume=FLAGS.resume,
-                                      align_files=align_files))
+                                      render=FLAGS.render, align_files=align_files))
         if not FLAGS.input:
             params, model_config, meta = checkpoint.load_prior(FLAGS.checkpoint)
             logging.info("demo: prior %s (%s)", FLAGS.checkpoint, meta.get("description", ""))

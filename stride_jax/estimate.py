@@ -12,8 +12,20 @@ per-landmark visibility in [0, 1].  The output ``.npz`` is the pose-file format 
 ``python -m stride_jax.align --input OUT.npz`` refines it.  It also keeps the raw
 landmarks: ``landmarks_world`` (T,33,3) m, ``landmarks_image`` (T,33,2) normalised image
 coordinates (x / width, y / height), ``landmark_visibility`` (T,33), ``image_size`` (T,2)
-(width, height px), ``estimator`` (a string).  Frames without a detection have
-``valid=False``, NaN coordinates and zero confidence.
+(width, height px), ``estimator`` (a string), ``frame_track`` (T,) the track index of each
+frame (-1: no detection).  Frames without a detection have ``valid=False``, NaN coordinates
+and zero confidence.
+
+Tracks: the legacy Pose solution follows one person and, when that person leaves, jumps to
+another one (the Sports2D demo clip goes from a man on a wall to a woman walking by).  Poses
+of two people must not be aligned as one motion, so :func:`split_tracks` cuts the sequence
+where the image position of the hip centre jumps (more than ``max_jump`` frame heights
+between consecutive detections, plus a growing allowance across undetected frames).  With
+one track the file holds ``poses`` (T,17,3) as above; with P > 1 it holds the multi-track
+layout ``poses`` (P,T,17,3), ``valid`` (P,T), ``confidence`` (P,T,17), ``track_ids``
+(``"0"``, ``"1"``, ...), each track valid only on its own frames, and ``align`` refines each
+track separately.  A person lost and re-found at the same place stays one track; a gradual
+drift onto another person or a false detection cannot be seen this way.
 
 Axes: BlazePose world landmarks use the image axes, x to the right of the image, y down,
 z away from the camera (smaller z = closer; e.g. the nose of a person facing the camera
@@ -73,6 +85,7 @@ BLAZEPOSE_NAMES: tuple[str, ...] = (
 NUM_LANDMARKS: int = len(BLAZEPOSE_NAMES)
 ESTIMATOR: str = "MediaPipe Pose (BlazePose full, model_complexity=1), world landmarks"
 
+_INDEX = {name: i for i, name in enumerate(BLAZEPOSE_NAMES)}
 _HIPS = {"left_hip": 0.5, "right_hip": 0.5}
 _SHOULDERS = {"left_shoulder": 0.5, "right_shoulder": 0.5}
 _EARS = {"left_ear": 0.5, "right_ear": 0.5}
@@ -210,16 +223,19 @@ class EstimateSummary:
 
     output: Path
     frames: int
-    detected: int
+    detected: int  # frames on a kept track
     fps: float
+    tracks: int
     estimator_fps: float  # BlazePose calls only
     total_fps: float  # decoding + estimation + mapping
 
     def line(self) -> str:
         missed = self.frames - self.detected
         ms = 1000.0 / self.estimator_fps if self.estimator_fps > 0 else float("nan")
+        split = (f" in {self.tracks} tracks (the tracker switched person)"
+                 if self.tracks > 1 else "")
         return (f"{self.output}: {self.frames} frames at {self.fps:g} fps, {self.detected} "
-                f"detected, {missed} without a person; estimator {self.estimator_fps:.1f} "
+                f"detected{split}, {missed} without a person; estimator {self.estimator_fps:.1f} "
                 f"frames/s ({ms:.1f} ms/frame), {self.total_fps:.1f} frames/s with decoding")
 
 
@@ -271,21 +287,71 @@ def estimate_video(video: str | os.PathLike, output: str | os.PathLike, *,
     elapsed = time.perf_counter() - t0
     world_a = np.stack(world).astype(np.float32)
     vis_a = np.stack(vis).astype(np.float32)
-    valid = np.isfinite(world_a).all(axis=(1, 2))
+    image_a = np.stack(image).astype(np.float32)
+    detected = np.isfinite(world_a).all(axis=(1, 2))
+    size = np.asarray(sizes, np.int32)
+    frame_track = split_tracks(image_a, detected, float(size[0, 0]) / float(size[0, 1]))
     poses, conf = blazepose_to_h36m(world_a, vis_a)
-    poses[~valid] = np.nan
-    conf[~valid] = 0.0
+    n_tracks = int(frame_track.max()) + 1
+    per_track = {}
+    if n_tracks > 1:
+        on = frame_track[None] == np.arange(n_tracks)[:, None]  # (P, T)
+        per_track = dict(poses=np.where(on[..., None, None], poses[None], np.nan),
+                         valid=on, confidence=np.where(on[..., None], conf[None], 0.0),
+                         track_ids=np.array([str(k) for k in range(n_tracks)]))
+    else:
+        valid = frame_track == 0
+        poses[~valid] = np.nan
+        conf[~valid] = 0.0
+        per_track = dict(poses=poses, valid=valid, confidence=conf)
     from stride_jax import io  # the file layer (atomic writes)
 
     path = io.save_npz_atomic(
-        output, poses=poses, valid=valid, confidence=conf, fps=np.float64(reader.fps),
-        landmarks_world=world_a, landmarks_image=np.stack(image).astype(np.float32),
-        landmark_visibility=vis_a, image_size=np.asarray(sizes, np.int32),
-        estimator=np.str_(ESTIMATOR), source=np.str_(str(video)))
+        output, **per_track, fps=np.float64(reader.fps), frame_track=frame_track,
+        landmarks_world=world_a, landmarks_image=image_a, landmark_visibility=vis_a,
+        image_size=size, estimator=np.str_(ESTIMATOR), source=np.str_(str(video)))
     n = len(world)
-    return EstimateSummary(output=path, frames=n, detected=int(valid.sum()), fps=reader.fps,
+    return EstimateSummary(output=path, frames=n, detected=int((frame_track >= 0).sum()),
+                           fps=reader.fps, tracks=n_tracks,
                            estimator_fps=n / t_model if t_model > 0 else 0.0,
                            total_fps=n / elapsed if elapsed > 0 else 0.0)
+
+
+def split_tracks(image_xy: np.ndarray, valid: np.ndarray, aspect: float = 1.0, *,
+                 max_jump: float = 0.12, gap_allowance: float = 0.03,
+                 min_frames: int = 5) -> np.ndarray:
+    """Cuts a single-person tracker's detections into tracks at identity switches.
+
+    Args:
+      image_xy: ``(T, 33, 2)`` normalised image landmarks (x / width, y / height).
+      valid: ``(T,)`` frames with a detection.
+      aspect: width / height of the frames (distances are measured in frame heights).
+      max_jump: a hip-centre move larger than this (frame heights) between consecutive
+        frames starts a new track.
+      gap_allowance: added to ``max_jump`` per undetected frame in between.
+      min_frames: tracks with fewer detections are dropped (their frames get -1).
+
+    Returns:
+      ``(T,)`` int track index per frame (0, 1, ... in order of appearance), -1 where there
+      is no detection or the track was too short.
+    """
+    image_xy = np.asarray(image_xy, np.float64)
+    valid = np.asarray(valid, bool)
+    if image_xy.ndim != 3 or image_xy.shape[1:] != (NUM_LANDMARKS, 2) or \
+            valid.shape != image_xy.shape[:1]:
+        raise ValueError(f"image_xy must be (T, {NUM_LANDMARKS}, 2) and valid (T,), got "
+                         f"{image_xy.shape} and {valid.shape}")
+    hips = image_xy[:, [_INDEX["left_hip"], _INDEX["right_hip"]]].mean(axis=1) * [aspect, 1.0]
+    track = np.full(valid.shape, -1, np.int64)
+    current, last = -1, None
+    for t in np.flatnonzero(valid):
+        if last is None or np.linalg.norm(hips[t] - hips[last]) > \
+                max_jump + gap_allowance * (t - last - 1):
+            current += 1
+        track[t], last = current, t
+    kept = [k for k in range(current + 1) if (track == k).sum() >= min_frames]
+    renumber = {k: i for i, k in enumerate(kept)}
+    return np.array([renumber.get(int(k), -1) for k in track], np.int64)
 
 
 def _define_flags() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from stride_jax import skeleton
 DEFAULT_FPS: float = 30.0
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 INSTALL_HINT = "install the video extra: pip install -r requirements-video.txt"
-GIF_MAX_FRAMES: int = 600  # longer renderings are written as .mp4 (a GIF is held in memory)
+GIF_MAX_FRAMES: int = 120  # "auto" renders longer clips as .mp4 (a GIF is held in memory and
+# a 230-frame photo-realistic GIF is ~26 MB); without OpenCV it stays .gif
 
 _LEFT_RGB, _RIGHT_RGB, _MID_RGB = (66, 133, 244), (234, 67, 53), (250, 200, 40)
 _GREY, _BACKGROUND = (120, 120, 120), (24, 24, 28)
@@ -273,8 +275,11 @@ def align_video_file(video_path: str | os.PathLike, output_dir: str | os.PathLik
     """Video -> per-frame estimate -> STRIDE alignment -> side-by-side rendering.
 
     Writes into ``output_dir``: ``estimates/<name>.npz`` (the estimator's pose file, see
-    ``stride_jax.estimate``), ``<name>.npz`` (``align_files`` output: ``refined`` etc.) and
-    ``<name>_side_by_side.gif`` (``.mp4`` beyond ``GIF_MAX_FRAMES`` frames).  With
+    ``stride_jax.estimate``), ``<name>.npz`` (``align_files`` output: ``refined`` etc.; one
+    ``<name>__<k>.npz`` per track when the estimator's tracker switched person, see
+    ``stride_jax.estimate.split_tracks``) and ``<name>_side_by_side.gif`` (``.mp4`` beyond
+    ``GIF_MAX_FRAMES`` frames when OpenCV is installed), whose 3D panel shows each track's
+    refined poses on the frames from its first to its last detection.  With
     ``resume`` an existing estimate is reused and an existing alignment kept.
 
     Args:
@@ -301,36 +306,83 @@ def align_video_file(video_path: str | os.PathLike, output_dir: str | os.PathLik
 
     if align_files is None:
         from stride_jax.align import align_files
+    t_start = time.perf_counter()
     if render not in ("gif", "mp4", "auto", "none"):
         raise ValueError(f"render must be gif, mp4, auto or none, got {render!r}")
     reader = FrameReader(video_path, fps=fps)
     out = Path(output_dir)
     est_path = out / "estimates" / f"{reader.name}.npz"
+    timings: list[str] = []
     if resume and est_path.exists():
         logging.info("reusing %s (delete it or pass --noresume to estimate again)", est_path)
     else:
         summary = estimate.estimate_video(video_path, est_path, fps=fps, progress=logging.info)
         logging.info("%s", summary.line())
+        timings.append(f"estimator {summary.estimator_fps:.1f} frames/s "
+                       f"({summary.frames / summary.total_fps:.1f} s with decoding)")
         if summary.detected == 0:
             logging.error("%s: no person detected in any of %d frames", video_path,
                           summary.frames)
             return 2
+    t_align = time.perf_counter()
     code = align_files([str(est_path)], out, config, checkpoint_dir=checkpoint_dir,
                        units="m", seed=seed, resume=resume)
-    aligned_path = out / f"{reader.name}.npz"
-    if render == "none" or not aligned_path.exists():
+    t_align = time.perf_counter() - t_align
+    if render == "none":
         return code
-    with np.load(est_path) as est, np.load(aligned_path) as aligned:
-        if not bool(aligned["ok"]):
+    with np.load(est_path) as est:
+        stitched = _stitch_tracks(est, out, reader.name)
+        if stitched is None:
             return code
-        refined, valid = aligned["refined"], est["valid"].astype(bool)
+        refined, raw = stitched
+        frame_track = est["frame_track"]
         joints_2d, conf_2d = estimate.blazepose_to_h36m(est["landmarks_image"],
                                                         est["landmark_visibility"])
-        raw, rate = est["poses"], float(est["fps"])
+        rate = float(est["fps"])
+    valid = frame_track >= 0
+    n = refined.shape[0]
+    timings.append(f"alignment {t_align:.1f} s incl. prior loading and compilation "
+                   f"({n / t_align:.1f} frames/s)")
     if render == "auto":
-        render = "gif" if refined.shape[0] <= GIF_MAX_FRAMES else "mp4"
+        render = "gif" if n <= GIF_MAX_FRAMES or not _has_cv2() else "mp4"
     target = out / f"{reader.name}_side_by_side.{render}"
+    t_render = time.perf_counter()
     render_side_by_side(reader, target, joints_2d=joints_2d, confidence_2d=conf_2d,
                         refined=refined, valid=valid, fps=rate, estimate_3d=raw)
+    timings.append(f"rendering {time.perf_counter() - t_render:.1f} s")
     logging.info("rendering: %s", target.absolute())
+    logging.info("%s: %d frames in %.1f s: %s", reader.name, n,
+                 time.perf_counter() - t_start, "; ".join(timings))
     return code
+
+
+def _stitch_tracks(est: Any, out: Path, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """One ``(T, 17, 3)`` timeline of refined and raw poses from the aligned track files:
+    each track owns the frames from its first to its last detection (tracks of a
+    single-person tracker do not overlap in time); frames owned by none are NaN.  None when
+    an aligned file is missing or its alignment failed."""
+    frame_track = np.asarray(est["frame_track"])
+    n_tracks = int(frame_track.max()) + 1
+    poses = np.asarray(est["poses"], np.float32)
+    refined = np.full((frame_track.shape[0], skeleton.NUM_JOINTS, 3), np.nan, np.float32)
+    raw = refined.copy()
+    for k in range(n_tracks):
+        path = out / (f"{name}.npz" if n_tracks == 1 else f"{name}__{k}.npz")
+        if not path.exists():
+            return None
+        with np.load(path) as aligned:
+            if not bool(aligned["ok"]):
+                return None
+            frames = np.flatnonzero(frame_track == k)
+            span = slice(frames[0], frames[-1] + 1)
+            refined[span] = aligned["refined"][span]
+            raw[span] = (poses if n_tracks == 1 else poses[k])[span]
+    return refined, raw
+
+
+def _has_cv2() -> bool:
+    try:
+        _import_cv2()
+    except VideoError:
+        return False
+    return True

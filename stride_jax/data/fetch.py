@@ -1,4 +1,4 @@
-"""Fetch the real motion files from two PyPI packages into the data cache.
+"""Fetch the real motion files (and one real video clip) from three PyPI packages into the data cache.
 
 ``python -m stride_jax.data.fetch [--root DIR] [--force]``
 
@@ -6,6 +6,10 @@
   CC BY-NC-ND 4.0) and ``test3.bvh`` (origin unstated).
 * ``holosoma-retargeting==0.1.0`` (wheel, Apache-2.0, Amazon FAR): the climb joint-position
   ``.npy`` files, the two OMOMO ``.pt`` tensors and ``height_dict.pkl``.
+* ``sports2d==0.8.34`` (wheel, BSD-3-Clause, (c) 2022 perfanalytics): ``Demo/demo.mp4``, a
+  real 7.7 s, 30 fps, 1768x994 clip of two people (one walking, one on a wall) used by the
+  video front end's example and real-motion test (``python -m stride_jax.align --video``).
+  Not motion capture: ``prepare`` does not read it.
 
 Each package is downloaded with ``pip download --no-deps`` into a temporary directory under
 the cache, only the motion files are extracted to ``<root>/raw/<package>/...`` and the
@@ -97,7 +101,26 @@ PACKAGES: tuple[Package, ...] = (
                 "20242a57e0ef2721cec152cbaf83be4bcb705b56c821fd666443e52418e96ee4",
         },
     ),
+    Package(
+        key="sports2d",
+        spec="sports2d==0.8.34",
+        pip_args=(),
+        patterns=("Demo/demo.mp4",),
+        pinned={"Demo/demo.mp4": "d9a66417185647b112304b57093f0c180f37a768e6a14daca75ca541f3b78039"},
+    ),
 )
+
+
+def demo_video(root: Path | str | None = None) -> Path:
+    """Path of the fetched real demo clip (Sports2D ``Demo/demo.mp4``, BSD-3-Clause).
+
+    Raises:
+      FileNotFoundError: not fetched yet (the message names the command).
+    """
+    path = raw_dir(Path(root) if root is not None else data_root()) / "sports2d" / "Demo" / "demo.mp4"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing. Run: python -m stride_jax.data.fetch")
+    return path
 
 
 def sha256_file(path: Path | str) -> str:
