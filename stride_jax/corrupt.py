@@ -93,6 +93,36 @@ def _span_mask(
     return jnp.any((t >= starts) & (t < starts + lengths), axis=-1)
 
 
+def hidden_spans(key: jax.Array, n_windows: int, n_frames: int, *, ratio: float,
+                 span_min: int, span_max: int, max_frames: int | None = None) -> jax.Array:
+    """Random spans to hide from the input during masked test-time training.
+
+    Span starts are independent per frame (rate chosen so that a fraction ``ratio`` of the
+    frames is covered on average) with lengths uniform in ``[span_min, span_max]``; window
+    ``w`` draws from ``fold_in(key, w)`` over ``max_frames`` frames and keeps the first
+    ``n_frames``, so a frame's draw does not depend on how much padding follows it.
+
+    Returns:
+      bool ``[n_windows, n_frames]``, True where hidden.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"ratio must be in [0, 1), got {ratio}")
+    if not 1 <= span_min <= span_max:
+        raise ValueError(f"need 1 <= span_min <= span_max, got {span_min}, {span_max}")
+    total = max(n_frames, max_frames or 0)
+    rate = -np.log1p(-ratio) / (0.5 * (span_min + span_max))  # 1 - exp(-rate * E[len])
+    t = jnp.arange(total)
+
+    def one(w: jax.Array) -> jax.Array:
+        k_start, k_len = jax.random.split(jax.random.fold_in(key, w))
+        starts = jax.random.bernoulli(k_start, min(rate, 1.0), (total,))
+        lengths = jax.random.randint(k_len, (total,), span_min, span_max + 1)
+        reach = jax.lax.cummax(jnp.where(starts, t + lengths, 0))
+        return (reach > t)[:n_frames]
+
+    return jax.vmap(one)(jnp.arange(n_windows))
+
+
 def corrupt_for_pretraining(
     key: jax.Array,
     clean: jax.Array,

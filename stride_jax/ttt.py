@@ -6,7 +6,10 @@ Each video arrives as ``N`` windows of ``W`` frames of root-relative pseudo-labe
 (False on padding, which the model never attends to).  Every video gets its own copy of
 the prior's parameters and AdamW state; ``lax.scan`` runs ``ttt.epochs`` optimisation
 steps (one step = all windows of the video = one epoch, lr x ``lr_decay`` per epoch) and
-ends with the fine-tuned prior's prediction.  Padding videos and windows to a common
+ends with the fine-tuned prior's prediction.  With ``ttt.mask_ratio > 0`` every step hides
+random spans of the input (refilled by interpolation, as in pretraining) and weights the
+loss on the visible frames by ``ttt.unmasked_weight`` (our addition, not in the paper: the
+prior then learns the video from context instead of copying the noisy input).  Padding videos and windows to a common
 shape does not change any real video's result (masked losses, masked attention).
 """
 
@@ -23,7 +26,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from stride_jax import train_step
+from stride_jax import corrupt, train_step
+from stride_jax.interpolate import fill_missing
 from stride_jax.model import DSTFormer
 
 TTTFn = Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
@@ -45,13 +49,29 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     """
     optimizer = make_optimizer(ttt)
     step = train_step.make_step(model, ttt.loss, optimizer)
+    mask_ratio = float(ttt.get("mask_ratio", 0.0))
+    span_min, span_max = (int(x) for x in ttt.get("mask_span", (5, 30)))
+    unmasked_weight = float(ttt.get("unmasked_weight", 1.0))
 
     def run(params: Any, inputs: jax.Array, weights: jax.Array, frame_mask: jax.Array,
             key: jax.Array):
         batch = {"inputs": inputs, "targets": inputs, "mask": weights, "frame_mask": frame_mask}
 
+        def masked_batch(k: jax.Array) -> dict:
+            """Hides random spans of the input and refills them by interpolation (the
+            pretraining corruption), so the prior must predict those pseudo-labels from
+            the rest of the video instead of copying them."""
+            hidden = corrupt.hidden_spans(k, inputs.shape[0], inputs.shape[1],
+                                          ratio=mask_ratio, span_min=span_min,
+                                          span_max=span_max, max_frames=model.maxlen)
+            hidden = hidden & frame_mask
+            return {**batch, "inputs": fill_missing(inputs, frame_mask & ~hidden),
+                    "mask": weights * jnp.where(hidden, 1.0, unmasked_weight)}
+
         def body(state, i):
-            new_state, m = step(state, batch, jax.random.fold_in(key, i))
+            k = jax.random.fold_in(key, i)
+            b = masked_batch(jax.random.fold_in(k, 1)) if mask_ratio > 0 else batch
+            new_state, m = step(state, b, k)
             finite = jnp.isfinite(m["loss"])
             state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new_state,
                                            state)

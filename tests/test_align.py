@@ -61,9 +61,12 @@ def test_batched_equals_alone_and_loss_decreases(tiny):
     assert res[0].loss_curve[-1] < res[0].loss_curve[0]
 
 
-def test_padding_does_not_change_result(tiny):
+@pytest.mark.parametrize("mask_ratio", [0.0, 0.3])
+def test_padding_does_not_change_result(tiny, mask_ratio):
     config, model, params = tiny
-    run = jax.jit(ttt.make_run_one_video(model, config.ttt))
+    cfg = config.ttt.copy_and_resolve_references()
+    cfg.mask_ratio, cfg.mask_span = mask_ratio, (2, 6)
+    run = jax.jit(ttt.make_run_one_video(model, cfg))
     video = _videos([20])[0]
     from stride_jax.interpolate import fill_missing
     pseudo = np.asarray(fill_missing(video.poses, video.valid))
@@ -78,6 +81,31 @@ def test_padding_does_not_change_result(tiny):
     padded, curve_b, _ = run(params, rr_p[None], w_p[None], m_p[None], key)
     np.testing.assert_allclose(np.asarray(padded)[0, :20], np.asarray(exact)[0], atol=2e-5)
     np.testing.assert_allclose(curve_a, curve_b, rtol=1e-4)
+
+
+def test_masked_ttt_hides_input_spans(tiny):
+    """With ``mask_ratio`` the loss is computed on inputs with spans refilled by
+    interpolation: the first loss differs from the unmasked one, and masking the loss on
+    visible frames (``unmasked_weight=0``) changes it again; seeds are reproducible."""
+    config, model, params = tiny
+    video = _videos([27])[0]
+    from stride_jax.interpolate import fill_missing
+    pseudo = np.asarray(fill_missing(video.poses, video.valid))
+    args = ((pseudo - pseudo[:, :1])[None], np.ones((1, 27), np.float32),
+            np.ones((1, 27), bool), jax.random.key(1))
+    curves = {}
+    for name, upd in {"plain": {}, "masked": dict(mask_ratio=0.4, mask_span=(3, 8)),
+                      "blind": dict(mask_ratio=0.4, mask_span=(3, 8), unmasked_weight=0.0)
+                      }.items():
+        cfg = config.ttt.copy_and_resolve_references()
+        cfg.update(upd)
+        pred, curve, ok = jax.jit(ttt.make_run_one_video(model, cfg))(params, *args)
+        again = jax.jit(ttt.make_run_one_video(model, cfg))(params, *args)[1]
+        np.testing.assert_array_equal(np.asarray(curve), np.asarray(again))
+        assert bool(ok) and np.isfinite(np.asarray(pred)).all()
+        curves[name] = np.asarray(curve)
+    assert abs(curves["masked"][0] - curves["plain"][0]) > 1e-4
+    assert abs(curves["blind"][0] - curves["masked"][0]) > 1e-4
 
 
 def test_no_valid_frame_and_divergence_do_not_stop_the_batch(tiny):

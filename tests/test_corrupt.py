@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stride_jax import skeleton
+from stride_jax import corrupt, skeleton
 from stride_jax.corrupt import (
     corrupt_for_pretraining,
     occlusion_mask,
@@ -171,3 +171,27 @@ class TestSimulateEstimator:
             simulate_estimator(jax.random.key(0), _clean(0, 40), fps=30, occ_span_s=4.0)
         with pytest.raises(ValueError, match="fps"):
             simulate_estimator(jax.random.key(0), _clean(0, 40), fps=0)
+
+
+class TestHiddenSpans:
+    def test_coverage_spans_and_padding_stability(self):
+        key = jax.random.key(0)
+        hidden = np.asarray(corrupt.hidden_spans(key, 300, 243, ratio=0.3, span_min=5,
+                                                 span_max=30, max_frames=243))
+        assert hidden.shape == (300, 243) and 0.26 < hidden.mean() < 0.32
+        for row in hidden[:50]:
+            edges = np.flatnonzero(np.diff(np.r_[0, row.astype(int), 0]))
+            runs = edges[1::2] - edges[::2]
+            interior = edges[1::2] < row.size  # a run cut by the end may be shorter
+            assert (runs[interior] >= 5).all()
+        shorter = corrupt.hidden_spans(key, 300, 100, ratio=0.3, span_min=5, span_max=30,
+                                       max_frames=243)
+        np.testing.assert_array_equal(np.asarray(shorter), hidden[:, :100])
+        assert not np.asarray(corrupt.hidden_spans(key, 3, 50, ratio=0.0, span_min=1,
+                                                   span_max=2)).any()
+
+    def test_bad_args(self):
+        with pytest.raises(ValueError, match="ratio"):
+            corrupt.hidden_spans(jax.random.key(0), 1, 10, ratio=1.0, span_min=1, span_max=2)
+        with pytest.raises(ValueError, match="span_min"):
+            corrupt.hidden_spans(jax.random.key(0), 1, 10, ratio=0.1, span_min=3, span_max=2)
