@@ -346,13 +346,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2: the requested device is missing)."""
-    args = parse_args(argv)
-    try:
-        run(args)
-    except bc.NoDeviceError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return bc.EXIT_NO_DEVICE
-    return 0
+    return bc.run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

@@ -273,6 +273,19 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells)
 
 
+def run_main(parse_args: Callable[[Sequence[str] | None], Any], run: Callable[[Any], Any],
+             argv: Sequence[str] | None) -> int:
+    """A bench script's ``main``: parse, run, and turn a missing device into exit code
+    ``EXIT_NO_DEVICE`` with one error line."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except NoDeviceError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_NO_DEVICE
+    return 0
+
+
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Writes ``data`` as indented JSON (creating the directory); returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from stride_jax import checkpoint
     from stride_jax.align import DEFAULT_PRIOR, align_videos
     from stride_jax.data import dataset
-    from stride_jax.evaluate import SAVGOL, _score_all, make_videos
+    from stride_jax.evaluate import SAVGOL, score_videos, make_videos
 
     variants = json.loads(args.variants)
     config = cpu.get_config()
@@ -64,13 +64,13 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             out, _ = align_videos(videos, params, model_config, ml_collections.ConfigDict(ttt),
                                   seed=seed, max_batch=config.ttt.max_batch)
-            scores = _score_all([r.refined for r in out], truths, videos)
+            scores = score_videos([r.refined for r in out], truths, videos)
             results.setdefault(name, []).append(scores)
             if i == 0:
                 pseudo = [r.pseudo for r in out]
                 results.setdefault("interpolation", []).append(
-                    _score_all(pseudo, truths, videos))
-                results.setdefault("savgol", []).append(_score_all(
+                    score_videos(pseudo, truths, videos))
+                results.setdefault("savgol", []).append(score_videos(
                     [savgol_filter(p, axis=0, **SAVGOL) for p in pseudo], truths, videos))
             print(f"seed {seed} {name:<18}" + "".join(f" {k} {scores[k]:.1f}" for k in KEYS)
                   + f" ({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -95,11 +95,6 @@ def run_demo(params, model_config: dict, config: ml_collections.ConfigDict, *,
                        "occluded_pct": 100.0 * float(1 - valid.mean())}, "arrays": arrays}
 
 
-def _output_path(out_dir: Path, video: Video, multi: bool) -> Path:
-    stem = f"{video.name}__{video.track}" if multi and video.track is not None else video.name
-    return out_dir / f"{stem}.npz"
-
-
 def _summary_line(result: AlignResult, elapsed: float) -> str:
     occ = 100.0 * (1.0 - result.valid.mean()) if result.valid.size else 0.0
     if not result.ok:
@@ -130,7 +125,7 @@ def align_files(inputs: list[str], output: str | Path, config: ml_collections.Co
             continue
         multi = len(tracks) > 1
         for video in io.to_videos(tracks):
-            target = _output_path(out_dir, video, multi)
+            target = io.output_path(out_dir, video.name, video.track, multi)
             if resume and target.exists():
                 logging.info("skip %s: %s exists (use --noresume to redo)", path, target)
                 continue

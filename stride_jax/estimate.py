@@ -293,7 +293,6 @@ def estimate_video(video: str | os.PathLike, output: str | os.PathLike, *,
     frame_track = split_tracks(image_a, detected, float(size[0, 0]) / float(size[0, 1]))
     poses, conf = blazepose_to_h36m(world_a, vis_a)
     n_tracks = int(frame_track.max()) + 1
-    per_track = {}
     if n_tracks > 1:
         on = frame_track[None] == np.arange(n_tracks)[:, None]  # (P, T)
         per_track = dict(poses=np.where(on[..., None, None], poses[None], np.nan),

@@ -91,8 +91,8 @@ def make_videos(sequences: list, *, video_len: int, fps: float, seed: int, simul
     return videos, truths
 
 
-def _score_all(preds: list[np.ndarray], truths: list[np.ndarray],
-               videos: list[Video]) -> dict[str, float]:
+def score_videos(preds: list[np.ndarray], truths: list[np.ndarray],
+                 videos: list[Video]) -> dict[str, float]:
     """Frame-weighted scores over videos of different lengths."""
     per = [score(p[None], t[None], v.valid[None]) for p, t, v in zip(preds, truths, videos)]
     frames = np.array([v.valid.size for v in videos], float)
@@ -146,16 +146,16 @@ def evaluate(config: ml_collections.ConfigDict, params, model_config: dict, sequ
             failed = [r.name for r in out if not r.ok]
             if failed:
                 logging.warning("%s: %d video(s) diverged: %s", method, len(failed), failed)
-            add(method, _score_all([r.refined for r in out], truths, videos))
+            add(method, score_videos([r.refined for r in out], truths, videos))
             pseudo = [r.pseudo for r in out]
             logging.info("seed %d %-10s MPJPE %.1f (occluded %.1f) mm, %.1f s", seed, method,
                          results[method]["mpjpe"][-1], results[method]["mpjpe_occ"][-1],
                          time.perf_counter() - t0)
-        add("interpolation", _score_all(pseudo, truths, videos))
-        add("savgol", _score_all([savgol_filter(p, axis=0, **SAVGOL) for p in pseudo],
+        add("interpolation", score_videos(pseudo, truths, videos))
+        add("savgol", score_videos([savgol_filter(p, axis=0, **SAVGOL) for p in pseudo],
                                  truths, videos))
         inputs = [np.where(v.valid[:, None, None], v.poses, t) for v, t in zip(videos, truths)]
-        visible = _score_all(inputs, truths, videos)
+        visible = score_videos(inputs, truths, videos)
         add("input", {k: v for k, v in visible.items() if k.endswith("_vis")})
     return {"results": results, "seconds": timing, "seeds": seeds}
 

@@ -477,6 +477,13 @@ def save_npz_atomic(path: str | os.PathLike, **arrays: Any) -> Path:
     return path
 
 
+def output_path(out_dir: str | os.PathLike, name: str, track: str | None, multi: bool) -> Path:
+    """Where ``align`` writes a track's result: ``<name>.npz``, or ``<name>__<track>.npz``
+    when its input file held several tracks."""
+    stem = f"{name}__{track}" if multi and track is not None else name
+    return Path(out_dir) / f"{stem}.npz"
+
+
 def to_videos(tracks: Sequence[PoseTrack]) -> list[Video]:
     """PoseTracks -> ``stride_jax.align.Video`` (``name`` = file stem, ``track`` = track id)."""
     from stride_jax.aligner import Video  # re-exported by stride_jax.align; keeps jax lazy

@@ -9,8 +9,9 @@ steps (one step = all windows of the video = one epoch, lr x ``lr_decay`` per ep
 ends with the fine-tuned prior's prediction.  With ``ttt.mask_ratio > 0`` every step hides
 random spans of the input (refilled by interpolation, as in pretraining) and weights the
 loss on the visible frames by ``ttt.unmasked_weight`` (our addition, not in the paper: the
-prior then learns the video from context instead of copying the noisy input).  Padding videos and windows to a common
-shape does not change any real video's result (masked losses, masked attention).
+prior then learns the video from context instead of copying the noisy input).  Padding
+videos and windows to a common shape does not change any real video's result (masked
+losses, masked attention).
 """
 
 from __future__ import annotations

@@ -334,12 +334,10 @@ def align_video_file(video_path: str | os.PathLike, output_dir: str | os.PathLik
         stitched = _stitch_tracks(est, out, reader.name)
         if stitched is None:
             return code
-        refined, raw = stitched
-        frame_track = est["frame_track"]
+        refined, raw, valid = stitched
         joints_2d, conf_2d = estimate.blazepose_to_h36m(est["landmarks_image"],
                                                         est["landmark_visibility"])
         rate = float(est["fps"])
-    valid = frame_track >= 0
     n = refined.shape[0]
     timings.append(f"alignment {t_align:.1f} s incl. prior loading and compilation "
                    f"({n / t_align:.1f} frames/s)")
@@ -356,18 +354,21 @@ def align_video_file(video_path: str | os.PathLike, output_dir: str | os.PathLik
     return code
 
 
-def _stitch_tracks(est: Any, out: Path, name: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """One ``(T, 17, 3)`` timeline of refined and raw poses from the aligned track files:
-    each track owns the frames from its first to its last detection (tracks of a
-    single-person tracker do not overlap in time); frames owned by none are NaN.  None when
-    an aligned file is missing or its alignment failed."""
+def _stitch_tracks(est: Any, out: Path, name: str
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """One ``(T, 17, 3)`` timeline of refined and raw poses from the aligned track files,
+    and the ``(T,)`` frames with a detection: each track owns the frames from its first to
+    its last detection (tracks of a single-person tracker do not overlap in time); frames
+    owned by none are NaN.  None when an aligned file is missing or its alignment failed."""
+    from stride_jax import io  # the file layer (output names)
+
     frame_track = np.asarray(est["frame_track"])
     n_tracks = int(frame_track.max()) + 1
     poses = np.asarray(est["poses"], np.float32)
     refined = np.full((frame_track.shape[0], skeleton.NUM_JOINTS, 3), np.nan, np.float32)
     raw = refined.copy()
     for k in range(n_tracks):
-        path = out / (f"{name}.npz" if n_tracks == 1 else f"{name}__{k}.npz")
+        path = io.output_path(out, name, str(k), multi=n_tracks > 1)
         if not path.exists():
             return None
         with np.load(path) as aligned:
@@ -377,7 +378,7 @@ def _stitch_tracks(est: Any, out: Path, name: str) -> tuple[np.ndarray, np.ndarr
             span = slice(frames[0], frames[-1] + 1)
             refined[span] = aligned["refined"][span]
             raw[span] = (poses if n_tracks == 1 else poses[k])[span]
-    return refined, raw
+    return refined, raw, frame_track >= 0
 
 
 def _has_cv2() -> bool:
