@@ -37,6 +37,14 @@ def _to_numpy(tree: Any) -> Any:
     return jax.tree_util.tree_map(lambda x: np.asarray(x), tree)
 
 
+def _local_checkpointer() -> ocp.StandardCheckpointer:
+    """A checkpointer used by this process alone (a prior is a small host-side file that
+    each process of a multi-host run reads, and only process 0 writes)."""
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}))
+
+
 def save_prior(directory: str | os.PathLike, params: Any, model_config: dict,
                meta: dict | None = None) -> Path:
     """Atomically writes a prior checkpoint (replacing any previous one at ``directory``)."""
@@ -44,7 +52,7 @@ def save_prior(directory: str | os.PathLike, params: Any, model_config: dict,
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
-        with ocp.StandardCheckpointer() as ckptr:
+        with _local_checkpointer() as ckptr:
             ckptr.save(tmp / "params", _to_numpy(params))
             ckptr.wait_until_finished()
         payload = {"model": dict(model_config), "meta": meta or {}}
@@ -88,7 +96,7 @@ def load_prior(directory: str | os.PathLike) -> tuple[Any, dict, dict]:
     abstract = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), abstract)
     try:
-        with ocp.StandardCheckpointer() as ckptr:
+        with _local_checkpointer() as ckptr:
             params = ckptr.restore(directory / "params", abstract)
     except Exception as err:  # Orbax raises many types for damaged files.
         raise CheckpointError(
@@ -102,7 +110,10 @@ class TrainCheckpoints:
 
     The state is saved with ``StandardSave`` and a JSON sidecar (``extra``: data-iterator
     position, metrics) with ``JsonSave``.  ``restore_latest`` falls back to the previous
-    step when the newest one is damaged, logging which step was skipped and why.
+    step when the newest one is damaged, logging which step was skipped and why.  The
+    state may be sharded over the devices of several processes: all of them call every
+    method (Orbax writes each shard once); restore places arrays by the shardings of the
+    abstract state.
     """
 
     def __init__(self, workdir: str | os.PathLike, *, keep: int = 3):
@@ -119,14 +130,14 @@ class TrainCheckpoints:
 
     def save(self, step: int, state: Any, extra: dict) -> None:
         """Saves ``state`` and ``extra`` (JSON-serialisable) at ``step``."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave(_to_numpy(state)),
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   extra=ocp.args.JsonSave(extra))
         self.latest.save(step, args=args, force=True)
         self.latest.wait_until_finished()
 
     def save_best(self, step: int, state: Any, extra: dict, val_mpjpe: float) -> None:
         """Offers ``state`` to the best-by-validation slot (kept if ``val_mpjpe`` is lowest)."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave(_to_numpy(state)),
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   extra=ocp.args.JsonSave(extra))
         self.best.save(step, args=args, metrics={"val_mpjpe": float(val_mpjpe)}, force=True)
         self.best.wait_until_finished()

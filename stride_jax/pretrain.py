@@ -10,6 +10,15 @@ the shared loss (``stride_jax.losses``), AdamW.  Killing the process and rerunni
 command resumes from the newest intact checkpoint (same step, optimiser state, data
 position; the per-step key is ``fold_in(seed, step)``), and ``<workdir>/prior`` holds the
 best-by-validation prior for ``stride_jax.align``.
+
+Data parallel over every device of every process (``stride_jax.distributed``): the batch
+axis is sharded over a 1-D mesh, params and optimiser state are replicated (or split
+FSDP-style with ``config.pretrain.fsdp``), ``config.pretrain.batch_size`` is per device
+(global batch = per-device batch x devices), and each process loads only its rows of the
+global batch.  Multi-host: run the same command on every host with
+``--coordinator_address``/``--num_processes``/``--process_id`` (or under Slurm / Open MPI /
+a TPU pod, where JAX detects them); checkpoints are written and restored by all processes
+together (Orbax), logs, CSVs and the prior by process 0.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stride_jax import checkpoint, corrupt, logs, metrics, train_step
+from stride_jax import checkpoint, corrupt, distributed, logs, metrics, train_step
 from stride_jax.data import augment, dataset, windows
 from stride_jax.data.prefetch import Prefetcher
 from stride_jax.evalset import EvalSet, make_eval_set
@@ -46,6 +55,7 @@ def _define_flags() -> None:
                                     lock_config=True)
     flags.DEFINE_string("workdir", "runs/pretrain", "Output directory: checkpoints, "
                         "metrics.csv, loss_curve.png and the final prior/.")
+    distributed.define_flags()
 
 TRAIN_FIELDS = ("step", "loss", "mpjpe", "n_mpjpe", "velocity", "limb_var", "grad_norm", "lr",
                 "steps_per_s")
@@ -78,9 +88,21 @@ def make_update(config: ml_collections.ConfigDict, model, optimizer):
     return jax.jit(update, donate_argnums=0)
 
 
-def evaluate_prior(model, params: Any, evalset: EvalSet, batch_size: int) -> dict[str, float]:
-    """Validation MPJPE (mm) of the prior on clean and on occluded+noisy windows."""
-    fwd = jax.jit(lambda p, x: model.apply({"params": p}, x))
+def evaluate_prior(model, params: Any, evalset: EvalSet, batch_size: int, *,
+                   mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
+    """Validation MPJPE (mm) of the prior on clean and on occluded+noisy windows.
+
+    With a ``mesh`` (params placed on it, ``batch_size`` a multiple of its size) the
+    windows are sharded over it and every process gets the same numbers.
+    """
+    if mesh is None:
+        fwd = jax.jit(lambda p, x: model.apply({"params": p}, x))
+        put = jnp.asarray
+    else:
+        fwd = jax.jit(lambda p, x: model.apply({"params": p}, x),
+                      out_shardings=distributed.replicated(mesh))
+        sharding = distributed.batch_sharding(mesh)
+        put = lambda x: distributed.full_to_global(np.asarray(x), sharding)  # noqa: E731
     clean = augment.root_relative(jnp.asarray(evalset.clean))
     valid = jnp.asarray(evalset.valid)
     interp = augment.root_relative(fill_missing(jnp.asarray(evalset.observed), valid))
@@ -89,8 +111,9 @@ def evaluate_prior(model, params: Any, evalset: EvalSet, batch_size: int) -> dic
         n = inputs.shape[0]
         pad = (-n) % batch_size
         x = jnp.concatenate([inputs, jnp.zeros((pad,) + inputs.shape[1:], inputs.dtype)])
-        out = [fwd(params, x[i:i + batch_size]) for i in range(0, n + pad, batch_size)]
-        return jnp.concatenate(out)[:n]
+        out = [np.asarray(fwd(params, put(x[i:i + batch_size])))
+               for i in range(0, n + pad, batch_size)]
+        return jnp.asarray(np.concatenate(out)[:n])
 
     occ = ~valid
     err_occ = metrics.mpjpe(run(interp), clean)
@@ -102,6 +125,43 @@ def evaluate_prior(model, params: Any, evalset: EvalSet, batch_size: int) -> dic
         "val_interp_mpjpe": float(err_interp.mean()),
         "val_interp_occluded_frames": float(metrics.masked_mean(err_interp, occ)),
     }
+
+
+def init_sharded_state(config: ml_collections.ConfigDict, model, optimizer,
+                       mesh: jax.sharding.Mesh) -> tuple[dict, Any, Any]:
+    """Initial ``{"params", "opt"}`` placed on ``mesh``: ``(state, abstract, shardings)``.
+
+    Params and optimiser state are replicated, or FSDP-sharded with
+    ``config.pretrain.fsdp``; ``abstract`` is the ``ShapeDtypeStruct`` tree.
+    """
+    key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
+
+    def init():
+        return train_step.init_state(init_params(model, key), optimizer)
+
+    abstract = jax.eval_shape(init)
+    shardings = distributed.state_shardings(abstract, mesh,
+                                            fsdp=bool(config.pretrain.get("fsdp", False)))
+    return jax.jit(init, out_shardings=shardings)(), abstract, shardings
+
+
+def make_sharded_update(config: ml_collections.ConfigDict, model, optimizer,
+                        mesh: jax.sharding.Mesh, shardings: Any):
+    """``update(state, world, step) -> (state, metrics)`` jitted over ``mesh``.
+
+    ``world`` is the global ``[B, T, 17, 3]`` batch sharded over the data axis, ``step``
+    an int (the key is ``fold_in(seed, step)``); ``state`` keeps ``shardings`` (donated)
+    and the metrics come back replicated.
+    """
+    inner = make_update(config, model, optimizer)
+    base_key = jax.random.key(config.seed)
+    rep = distributed.replicated(mesh)
+
+    def update(state, world, step):
+        return inner(state, world, jax.random.fold_in(base_key, step))
+
+    return jax.jit(update, in_shardings=(shardings, distributed.batch_sharding(mesh), rep),
+                   out_shardings=(shardings, rep), donate_argnums=0)
 
 
 def _schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
@@ -117,10 +177,14 @@ def make_optimizer(pcfg: ml_collections.ConfigDict) -> optax.GradientTransformat
 
 
 class _CsvLog:
-    """Appends rows to a CSV; on resume drops rows past the restored step."""
+    """Appends rows to a CSV; on resume drops rows past the restored step.  Disabled (no
+    file access) on processes other than 0."""
 
-    def __init__(self, path: Path, fields: tuple[str, ...], resume_step: int):
-        self.path, self.fields = path, fields
+    def __init__(self, path: Path, fields: tuple[str, ...], resume_step: int,
+                 enabled: bool = True):
+        self.path, self.fields, self.enabled = path, fields, enabled
+        if not enabled:
+            return
         rows = []
         if path.exists() and resume_step > 0:
             with path.open() as f:
@@ -133,6 +197,8 @@ class _CsvLog:
         os.replace(tmp, path)
 
     def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
 
@@ -189,32 +255,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     pcfg = config.pretrain
+    mesh = distributed.data_mesh()
+    n_proc, primary = jax.process_count(), jax.process_index() == 0
+    global_batch = pcfg.batch_size * mesh.size
     train_seqs = train_sequences if train_sequences is not None else dataset.load_split("train")
     val_seqs = val_sequences if val_sequences is not None else dataset.load_split("val")
     sampler = windows.ClipSampler([s.joints for s in train_seqs], length=pcfg.clip_len,
-                                  stride=pcfg.clip_stride, batch_size=pcfg.batch_size,
-                                  seed=config.seed, speed_range=tuple(pcfg.speed_range))
+                                  stride=pcfg.clip_stride, batch_size=global_batch,
+                                  seed=config.seed, speed_range=tuple(pcfg.speed_range),
+                                  shard=(jax.process_index(), n_proc))
     evalset = make_eval_set(val_seqs, length=pcfg.clip_len, stride=pcfg.clip_len // 3,
                             fps=config.fps, seed=config.seed + 1, simulator=config.simulator)
 
     model = build_model(config.model)
     optimizer = make_optimizer(pcfg)
-    base_key = jax.random.key(config.seed)
-    state = train_step.init_state(init_params(model, jax.random.fold_in(base_key, 2**31 - 1)), optimizer)
+    state, abstract, shardings = init_sharded_state(config, model, optimizer, mesh)
+    fsdp = bool(pcfg.get("fsdp", False))
+    logging.info("data parallel: %d device(s) in %d process(es), per-device batch %d, "
+                 "global batch %d, params %s", mesh.size, n_proc, pcfg.batch_size,
+                 global_batch, "FSDP-sharded" if fsdp else "replicated")
     logging.info("model: %d parameters; train clips/epoch ~%d; val windows %d",
-                 count_params(state["params"]), sampler.clips_per_epoch, len(evalset.names))
+                 count_params(abstract["params"]), sampler.clips_per_epoch, len(evalset.names))
 
     ckpts = checkpoint.TrainCheckpoints(workdir, keep=pcfg.keep_checkpoints)
     start, best = 0, float("inf")
-    restored = ckpts.restore_latest(jax.eval_shape(lambda: state))
+    target = distributed.with_shardings(abstract, shardings)
+    restored = ckpts.restore_latest(target)
     if restored is not None:
         start, state, extra = restored
         sampler.load_state_dict(extra["sampler"])
         best = float(extra.get("best_val", best))
         logging.info("resumed from step %d in %s", start, workdir)
-    train_log = _CsvLog(workdir / "metrics.csv", TRAIN_FIELDS, start)
-    eval_log = _CsvLog(workdir / "eval.csv", EVAL_FIELDS, start)
-    update = make_update(config, model, optimizer)
+    train_log = _CsvLog(workdir / "metrics.csv", TRAIN_FIELDS, start, primary)
+    eval_log = _CsvLog(workdir / "eval.csv", EVAL_FIELDS, start, primary)
+    update = make_sharded_update(config, model, optimizer, mesh, shardings)
+    data_sharding = distributed.batch_sharding(mesh)
     schedule = _schedule(pcfg)
 
     t_start, t_last, last_step = time.time(), time.time(), start
@@ -223,7 +298,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     try:
         for step in range(start + 1, pcfg.num_steps + 1):
             world, sampler_state = next(batches)
-            state, m = update(state, jnp.asarray(world), jax.random.fold_in(base_key, step))
+            world = distributed.host_to_global(world, data_sharding, global_batch)
+            state, m = update(state, world, np.int32(step))
             if step % pcfg.log_every_steps == 0 or step == pcfg.num_steps:
                 m = jax.device_get(m)
                 if not np.isfinite(m["loss"]):
@@ -240,7 +316,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             is_eval = step % pcfg.eval_every_steps == 0 or step == pcfg.num_steps
             is_ckpt = step % pcfg.checkpoint_every_steps == 0 or step == pcfg.num_steps
             if is_eval:
-                ev = evaluate_prior(model, state["params"], evalset, pcfg.batch_size)
+                ev = evaluate_prior(model, state["params"], evalset, global_batch, mesh=mesh)
                 logging.info("eval step %d: %s", step, json.dumps({k: round(v, 1)
                                                                    for k, v in ev.items()}))
                 eval_log.write({"step": step, **ev})
@@ -260,7 +336,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     best_step = ckpts.best_step()
     if best_step is not None:
-        _, best_state, best_extra = ckpts.restore_best(jax.eval_shape(lambda: state))
+        _, best_state, best_extra = ckpts.restore_best(target)
     else:
         best_state, best_extra = state, {"step": step}
     ckpts.close()
@@ -268,9 +344,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             "validation": {k: v for k, v in best_extra.items() if k.startswith("val_")},
             "config": json.loads(config.to_json_best_effort()),
             "data_manifest_hash": _manifest_hash()}
-    prior_dir = checkpoint.save_prior(workdir / "prior", best_state["params"],
-                                      config.model.to_dict(), meta)
-    plot_loss_curve(workdir)
+    best_params = distributed.to_host(best_state["params"], mesh)
+    prior_dir = workdir / "prior"
+    if primary:
+        checkpoint.save_prior(prior_dir, best_params, config.model.to_dict(), meta)
+        plot_loss_curve(workdir)
     summary = {"step": int(step), "wall_s": wall,
                "steps_per_s": (step - start) / max(wall, 1e-9), "prior": str(prior_dir),
                **meta["validation"]}
@@ -288,6 +366,7 @@ def _manifest_hash() -> str | None:
 def main(argv: list[str]) -> None:
     del argv
     logs.setup()
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     logging.info("devices: %s", jax.devices())
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

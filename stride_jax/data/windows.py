@@ -190,7 +190,10 @@ class ClipSampler(Iterator[np.ndarray]):
     ``(span - 1) / (length - 1)``) is resampled with
     :func:`~stride_jax.data.augment.speed_change` to ``length`` frames.
     Sequences shorter than ``length`` are skipped.  Batches run across epoch
-    boundaries.  State is ``(epoch, position)`` (see :meth:`state_dict`).
+    boundaries.  State is ``(epoch, position)`` (see :meth:`state_dict`).  With
+    ``shard=(i, n)`` (data-parallel processes) it yields only rows
+    ``[i * B / n, (i + 1) * B / n)`` of each batch of ``batch_size = B`` clips, and the
+    state still counts whole batches, so every process shares it.
 
     Yields:
       float32 ``[batch_size, length, ...]`` (e.g. ``[B, length, 17, 3]``).
@@ -206,10 +209,20 @@ class ClipSampler(Iterator[np.ndarray]):
         seed: int = 0,
         speed_range: tuple[float, float] | None = None,
         shuffle: bool = True,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         _check_length_stride(length, stride)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        index, count = shard
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"shard must be (index, count) with 0 <= index < count, "
+                             f"got {shard}")
+        if batch_size % count:
+            raise ValueError(f"batch_size {batch_size} is not divisible by the shard "
+                             f"count {count}")
+        per = batch_size // count
+        self._keep = range(index * per, (index + 1) * per)
         if speed_range is not None and not 0 < speed_range[0] <= speed_range[1]:
             raise ValueError(f"speed_range must satisfy 0 < s_min <= s_max, got {speed_range}")
         seqs = [np.asarray(s, np.float32) for s in sequences]
@@ -269,10 +282,11 @@ class ClipSampler(Iterator[np.ndarray]):
 
     def __next__(self) -> np.ndarray:
         clips = []
-        for _ in range(self._batch_size):
+        for row in range(self._batch_size):
             order, factors = self._epoch_plan()
-            item = order[self._position]
-            clips.append(self._clip(int(item), float(factors[self._position])))
+            if row in self._keep:
+                item = order[self._position]
+                clips.append(self._clip(int(item), float(factors[self._position])))
             self._position += 1
             if self._position == len(self._items):
                 self._epoch, self._position = self._epoch + 1, 0
