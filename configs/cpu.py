@@ -62,7 +62,6 @@ def get_config(arg=None):
     config.ttt.mask_span = (5, 30)          # lengths of the hidden spans (frames)
     config.ttt.unmasked_weight = 1.0        # loss weight of frames not hidden (masked TTT)
     config.ttt.max_batch = 16               # most videos aligned in one compiled call
-    config.ttt.bucket_multiple = 81         # pad video lengths up to a multiple of this
 
     # Estimator / occlusion simulator for evaluation (stride_jax/corrupt.py: simulate_estimator).
     config.simulator = dict(occ_window_s=3.2, occ_span_s=1.6, jitter_std=0.02, depth_std=0.03,
@@ -74,5 +73,5 @@ def get_config(arg=None):
         config.pretrain.update(clip_len=27, clip_stride=27, batch_size=2, num_steps=4,
                                warmup_steps=1, log_every_steps=1, eval_every_steps=2,
                                checkpoint_every_steps=2)
-        config.ttt.update(window=27, stride=9, epochs=2, bucket_multiple=9)
+        config.ttt.update(window=27, stride=9, epochs=2)
     return config

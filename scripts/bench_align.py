@@ -12,7 +12,7 @@ process:
   ``--repeats`` runs after ``--warmup`` untimed ones;
 * ``loop``: the same per-video jitted function looped over the K videos in Python
   (``make_looped_ttt``; its first call, on one video, compiles; then as ``vmap``);
-* ``torch``: ``scripts/torch_dstformer.ttt_reference`` (eager PyTorch on the CPU, same
+* ``torch``: ``tests/torch_dstformer.ttt_reference`` (eager PyTorch on the CPU, same
   weights, steps and windows) looped over ``min(K, --torch_max_k)`` videos and scaled
   linearly to K (marked ``*`` / ``torch_extrapolated``).
 
@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import bench_common as bc
 import jax
@@ -139,7 +140,7 @@ class Bench:
         self.looped: dict[tuple[int, int], tuple[Any, float]] = {}
         self.torch_model = None
         if torch is not None:
-            import torch_dstformer
+            torch_dstformer = bc.torch_reference()
 
             self.torch_model = torch_dstformer.build_from_config(config.model.to_dict())
             state = convert.params_to_state_dict(jax.device_get(self.params))
@@ -158,7 +159,7 @@ class Bench:
 
     def _torch_seconds(self, inputs: np.ndarray) -> tuple[float, list[float], int]:
         """Median (and all) seconds of eager PyTorch TTT over ``min(K, torch_max_k)`` videos."""
-        import torch_dstformer
+        torch_dstformer = bc.torch_reference()
 
         count = max(1, min(inputs.shape[0], self.args.torch_max_k))
         videos = [self.torch.from_numpy(np.array(v)) for v in inputs[:count]]

@@ -3,7 +3,8 @@
 Timing (median of repeats, ``block_until_ready``), the measured dense fp32 matmul peak of
 the device (the roofline reference), XLA ``cost_analysis`` FLOPs, model size presets,
 synthetic-but-real motion from the embedded demo clips, machine info and JSON / table
-output.  Importing this module puts the repository root on ``sys.path``.
+output, and the PyTorch reference model (``tests/torch_dstformer.py``).  Needs the
+package installed (``pip install -e .``).
 """
 
 from __future__ import annotations
@@ -16,20 +17,31 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from stride_jax.data import augment
+from stride_jax.data.dataset import load_demo
 
 _REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # lets `python scripts/...` run without installing stride_jax
-    sys.path.insert(0, str(_REPO))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
 
-from stride_jax.data import augment  # noqa: E402
-from stride_jax.data.dataset import load_demo  # noqa: E402
+def torch_reference() -> Any:
+    """The PyTorch DSTFormer reference (``tests/torch_dstformer.py``), imported by path."""
+    if "torch_dstformer" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "torch_dstformer", _REPO / "tests" / "torch_dstformer.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["torch_dstformer"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["torch_dstformer"]
+
 
 # Model size presets (``--sizes``); ``config`` keeps the config file's model.  ``frames``
 # is the default video / clip length of the preset.

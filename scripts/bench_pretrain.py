@@ -10,7 +10,7 @@ backwards):
 * ``jax``: ``stride_jax.pretrain.make_update`` (augmentation, BERT-style corruption,
   forward, loss, backward, clip, AdamW; state donated), lowered and compiled once
   (compile time reported separately), then ``--steps`` steps per repeat;
-* ``torch``: ``scripts/torch_dstformer.pretrain_step_reference`` (forward, loss, backward,
+* ``torch``: ``tests/torch_dstformer.pretrain_step_reference`` (forward, loss, backward,
   clip, AdamW on the CPU) on the same clips with pre-computed noisy inputs, i.e. without
   the augmentation and corruption, which are a negligible share of the work.
 
@@ -26,8 +26,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import bench_common as bc
 import jax
@@ -103,7 +104,7 @@ def bench_jax(config: ml_collections.ConfigDict, params: Any, world: np.ndarray,
 def bench_torch(torch: Any, config: ml_collections.ConfigDict, params: Any,
                 world: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     """Median step time of eager PyTorch training on the same clips and host ``params``."""
-    import torch_dstformer
+    torch_dstformer = bc.torch_reference()
 
     pcfg = config.pretrain
     model = torch_dstformer.build_from_config(config.model.to_dict())

@@ -16,12 +16,7 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
-
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,21 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     import jax
 
     from configs import cpu
-    from stride_jax import checkpoint, estimate, io
-    from stride_jax.align import DEFAULT_PRIOR, align_videos
+    from stride_jax import DEFAULT_PRIOR, align_videos, estimator, io, load_prior
     from stride_jax.data import fetch
 
     source = Path(args.video) if args.video else fetch.demo_video()
     work = args.out or Path(os.environ.get("TMPDIR", "/tmp")) / "stride_bench_video"
     work.mkdir(parents=True, exist_ok=True)
-    summary = estimate.estimate_video(source, work / "estimate.npz")
+    summary = estimator.estimate_video(source, work / "estimate.npz")
     print(summary.line())
     tracks = io.load_pose_file(summary.output, units="m")
     videos = io.to_videos(tracks)
     config = cpu.get_config()
     if args.epochs is not None:
         config.ttt.epochs = args.epochs
-    params, model_config, _ = checkpoint.load_prior(DEFAULT_PRIOR)
+    prior = load_prior(DEFAULT_PRIOR)
     frames = sum(v.poses.shape[0] for v in videos)
     rows = [dict(stage="estimator (BlazePose full)", K=1, frames=summary.frames,
                  compile_s=0.0, run_s=summary.frames / summary.estimator_fps,
@@ -59,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                  run_s=summary.frames / summary.total_fps, frames_per_s=summary.total_fps)]
     for k in [int(x) for x in args.K.split(",") if x]:
         batch = [videos[i % len(videos)] for i in range(k * len(videos))]
-        _, timing = align_videos(batch, params, model_config, config.ttt, max_batch=len(batch))
+        _, timing = align_videos(batch, prior, config.ttt, max_batch=len(batch))
         n = frames * k
         rows.append(dict(stage=f"alignment ({config.ttt.epochs} steps, cpu prior)", K=len(batch),
                          frames=n, compile_s=timing.compile_s, run_s=timing.run_s,

@@ -13,29 +13,17 @@ shapes: pass the value the checkpoint was trained with (MotionBERT: 8).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # lets `python scripts/...` run without installing stride_jax
-    sys.path.insert(0, str(_REPO))
-
-from stride_jax import checkpoint, convert  # noqa: E402
+from stride_jax import checkpoint, convert, files
 
 _STATE_DICT_KEYS = ("model_pos",)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_state_dict(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -79,7 +67,8 @@ def convert_checkpoint(in_path: str | Path, out_dir: str | Path, num_heads: int 
     in_path = Path(in_path)
     state_dict, meta = load_state_dict(in_path)
     params, model_config = convert.state_dict_to_params(state_dict, num_heads=num_heads)
-    meta.update(source=str(in_path.resolve()), sha256=_sha256(in_path), format="motionbert")
+    meta.update(source=str(in_path.resolve()), sha256=files.sha256_file(in_path),
+                format="motionbert")
     return checkpoint.save_prior(out_dir, params, model_config, meta=meta)
 
 

@@ -4,9 +4,10 @@
         --variants '{"paper_lr": {"lr": 2e-4, "interp_weight": 1.0}, "shipped": {}}'
 
 Each variant is a set of overrides of ``configs/cpu.py``'s ``ttt`` section (``loss`` is
-merged term by term).  Videos and corruption are those of ``stride_jax.evaluate`` (same
-seeds, same simulator); linear interpolation and the Savitzky-Golay smoother are scored
-alongside.  Prints one line per (seed, variant) and the mean over seeds (mm).
+merged term by term).  Videos and corruption are those of ``stride_jax.evaluate``
+(``stride_jax.evalset.make_videos``: same seeds, same simulator); linear interpolation
+and the Savitzky-Golay smoother are scored alongside.  Prints one line per (seed,
+variant) and the mean over seeds (mm).
 """
 
 from __future__ import annotations
@@ -16,15 +17,10 @@ import copy
 import json
 import sys
 import time
-from pathlib import Path
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
-
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy.signal import savgol_filter  # noqa: E402
+import ml_collections
+import numpy as np
+from scipy.signal import savgol_filter
 
 KEYS = ("mpjpe", "mpjpe_occ", "mpjpe_vis", "pa_mpjpe", "accel")
 
@@ -40,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from configs import cpu
-    from stride_jax import checkpoint
-    from stride_jax.align import DEFAULT_PRIOR, align_videos
+    from stride_jax import DEFAULT_PRIOR, align_videos, load_prior
     from stride_jax.data import dataset
-    from stride_jax.evaluate import SAVGOL, score_videos, make_videos
+    from stride_jax.evalset import make_videos
+    from stride_jax.evaluation import SAVGOL, score_videos
 
     variants = json.loads(args.variants)
     config = cpu.get_config()
-    params, model_config, _ = checkpoint.load_prior(args.checkpoint or DEFAULT_PRIOR)
+    prior = load_prior(args.checkpoint or DEFAULT_PRIOR)
     sequences = dataset.load_split(args.split)
     results: dict[str, list[dict]] = {}
     for seed in (int(s) for s in args.seeds.split(",")):
@@ -62,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     ttt[key] = value
             t0 = time.perf_counter()
-            out, _ = align_videos(videos, params, model_config, ml_collections.ConfigDict(ttt),
+            out, _ = align_videos(videos, prior, ml_collections.ConfigDict(ttt),
                                   seed=seed, max_batch=config.ttt.max_batch)
             scores = score_videos([r.refined for r in out], truths, videos)
             results.setdefault(name, []).append(scores)

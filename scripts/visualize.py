@@ -30,8 +30,8 @@ import argparse
 import math
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -40,13 +40,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import animation  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
 
-_REPO = Path(__file__).resolve().parents[1]
-if str(_REPO) not in sys.path:  # lets `python scripts/...` run without installing stride_jax
-    sys.path.insert(0, str(_REPO))
-
-from stride_jax import skeleton  # noqa: E402
+from stride_jax import plotting, skeleton  # noqa: E402  (after matplotlib.use)
 
 REQUIRED_KEYS = ("refined", "pseudo", "valid")
 GT_COLOUR, INTERP_COLOUR, STRIDE_COLOUR, RAW_COLOUR = "black", "tab:orange", "tab:blue", "0.6"
@@ -106,7 +101,8 @@ def load_results(path: str | Path, index: int) -> dict:
     if "ok" in arrays and not bool(np.asarray(arrays["ok"]).reshape(-1)[0]):
         msg = str(np.asarray(arrays.get("error", "")).reshape(-1)[0]) if "error" in arrays else ""
         if not np.isfinite(refined[index]).all():
-            raise VisualizeError(f"{path}: alignment failed, nothing to plot ({msg or 'no reason'})")
+            raise VisualizeError(f"{path}: alignment failed, nothing to plot "
+                                 f"({msg or 'no reason'})")
         print(f"warning: alignment failed ({msg or 'no reason'}); STRIDE shows the "
               "pseudo-label", file=sys.stderr)
 
@@ -127,9 +123,7 @@ def load_results(path: str | Path, index: int) -> dict:
 # ----------------------------------------------------------------------------- helpers
 
 
-def root_align(poses: np.ndarray) -> np.ndarray:
-    """Subtracts the root (pelvis, joint 0) of every frame."""
-    return poses - poses[..., skeleton.ROOT:skeleton.ROOT + 1, :]
+root_align = skeleton.root_relative  # subtracts the pelvis of every frame
 
 
 def mpjpe_per_frame(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -175,15 +169,6 @@ def _project(poses: np.ndarray, view: str) -> np.ndarray:
     return np.stack([horiz, -poses[..., 1]], axis=-1)
 
 
-def _draw_skeleton(ax, pts: np.ndarray, colour, *, lw: float, alpha: float = 1.0,
-                   zorder: int = 2) -> None:
-    for i, (parent, child) in enumerate(skeleton.BONES):
-        left = i in _LEFT_BONES
-        ax.plot(pts[[parent, child], 0], pts[[parent, child], 1], color=colour, lw=lw,
-                alpha=alpha * (0.75 if left else 1.0), ls="--" if left else "-",
-                solid_capstyle="round", zorder=zorder)
-
-
 def _series(seq: dict) -> list[tuple[str, np.ndarray, str, float, int]]:
     """(label, root-aligned poses, colour, line width, zorder) to draw, back to front."""
     out = []
@@ -226,8 +211,9 @@ def plot_skeletons(seq: dict, out: Path, n_frames: int = 6) -> Path:
             for (label, poses, colour, lw, z), _ in zip(series, proj):
                 if label.startswith("raw") and not valid[t]:
                     continue
-                _draw_skeleton(ax, _project(poses[t], view), colour, lw=lw, zorder=z,
-                               alpha=0.9 if label.startswith("raw") else 1.0)
+                plotting.draw_skeleton(ax, _project(poses[t], view), colour, lw=lw, zorder=z,
+                                       alpha=0.9 if label.startswith("raw") else 1.0,
+                                       dashed_left=True)
             ax.set_xlim(xlim)
             ax.set_ylim(ylim)
             ax.set_aspect("equal")

@@ -5,31 +5,42 @@ ends) to make pseudo-labels; a copy of the prior is fine-tuned on the video's ov
 windows with the STRIDE losses; the prediction is stitched back (triangular cross-fade)
 and the pseudo-label pelvis trajectory is added back.  Videos are bucketed by window count
 and each bucket is one compiled ``jit(vmap(scan))`` call (see ``stride_jax.ttt``).
+
+Frame rates: the prior and the velocity loss assume the prior's rate (``Prior.fps``, 30).
+A video with another ``fps`` is resampled to it (cubic spline through the in-filled input;
+a resampled frame counts as detected when the input frames on both sides of it are),
+aligned, and its refined poses are sampled back at the input's frame times.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
+from stride_jax import progress as progress_lib
+from stride_jax import skeleton
 from stride_jax import ttt as ttt_lib
-from stride_jax.data import windows
+from stride_jax.checkpoint import Prior
+from stride_jax.data import resample, windows
 from stride_jax.interpolate import fill_missing
 from stride_jax.model import build_model
 
 
 @dataclasses.dataclass
 class Video:
-    """One person track: ``poses (T,17,3)`` metres (camera axes), ``valid (T,)`` detections."""
+    """One person track: ``poses (T,17,3)`` metres (camera axes), ``valid (T,)`` detections,
+    ``fps`` its frame rate (None: the prior's rate)."""
 
     poses: np.ndarray
     valid: np.ndarray
     name: str = "video"
     track: str | None = None
+    fps: float | None = None
 
 
 @dataclasses.dataclass
@@ -42,6 +53,7 @@ class AlignResult:
       loss_curve: ``(epochs,)`` test-time loss per step.
       ok: False when the video was not aligned (``error`` says why); then ``refined`` is
         the pseudo-label (or NaN when there was nothing to interpolate).
+      fps: frame rate of the arrays (the input's; None: the prior's rate).
     """
 
     name: str
@@ -52,6 +64,7 @@ class AlignResult:
     loss_curve: np.ndarray
     ok: bool
     error: str | None = None
+    fps: float | None = None
 
 
 @dataclasses.dataclass
@@ -77,7 +90,7 @@ def _prepare(index: int, video: Video, ttt: ml_collections.ConfigDict) -> _Prepa
     poses = np.asarray(video.poses, np.float32)
     valid = np.asarray(video.valid, bool)
     pseudo = np.asarray(fill_missing(poses, valid))
-    rr = pseudo - pseudo[:, :1]
+    rr = skeleton.root_relative(pseudo)
     n, w = poses.shape[0], ttt.window
     frame_w = np.where(valid, 1.0, ttt.interp_weight).astype(np.float32)
     if n < w:
@@ -103,13 +116,84 @@ def _stitch(pred: np.ndarray, prep: _Prepared) -> np.ndarray:
     return rr + prep.pseudo[:, :1]
 
 
-def align_videos(videos: Sequence[Video], params: Any, model_config: dict,
-                 ttt: ml_collections.ConfigDict, *, seed: int = 0, max_batch: int = 16,
-                 use_mesh: bool = True,
+def _needs_resampling(video: Video, rate: float) -> bool:
+    return video.fps is not None and not np.isclose(video.fps, rate, rtol=1e-6, atol=0.0)
+
+
+def _to_rate(video: Video, rate: float) -> Video:
+    """``video`` at the prior's ``rate`` (unchanged when it is already at that rate)."""
+    if not _needs_resampling(video, rate) or not np.asarray(video.valid, bool).any():
+        return video
+    filled = np.asarray(fill_missing(np.asarray(video.poses, np.float32),
+                                     np.asarray(video.valid, bool)))
+    poses, valid = resample.resample_track(filled, video.valid, video.fps, rate)
+    return dataclasses.replace(video, poses=poses, valid=valid, fps=rate)
+
+
+def _at_input_rate(result: AlignResult, video: Video, rate: float) -> AlignResult:
+    """A result computed at the prior's ``rate`` sampled back at ``video``'s frame times."""
+    if not _needs_resampling(video, rate) or not np.asarray(video.valid, bool).any():
+        return dataclasses.replace(result, fps=video.fps)
+    valid = np.asarray(video.valid, bool)
+    pseudo = np.asarray(fill_missing(np.asarray(video.poses, np.float32), valid))
+    times = np.arange(valid.size) / video.fps
+    refined = (resample.sample_at(result.refined, rate, times).astype(np.float32)
+               if result.ok else pseudo)
+    return dataclasses.replace(result, refined=refined, pseudo=pseudo, valid=valid,
+                               fps=video.fps)
+
+
+def align_videos(videos: Sequence[Video], prior: Prior, ttt: ml_collections.ConfigDict, *,
+                 seed: int = 0, max_batch: int = 16, use_mesh: bool = True,
                  progress: Callable[[str], None] | None = None,
                  on_result: Callable[[int, AlignResult], None] | None = None,
                  ) -> tuple[list[AlignResult], AlignTiming]:
     """Aligns every video; one compiled call per bucket of at most ``max_batch`` videos.
+
+    Videos whose ``fps`` differs from ``prior.fps`` are aligned at the prior's rate and
+    returned at their own frame times (module docstring).
+
+    Args:
+      videos: inputs (poses in metres, camera axes; ``valid`` marks detections).
+      prior: the motion prior (:func:`stride_jax.checkpoint.load_prior`).
+      ttt: ``config.ttt`` (window, stride, epochs, lr, weight_decay, lr_decay, loss,
+        interp_weight, flip_average).
+      seed: base PRNG seed (per-video keys are ``fold_in(seed, video index)``).
+      max_batch: largest K in one call.
+      use_mesh: shard the video axis over all local devices when there are several.
+      progress: optional callback for one-line progress messages; with it every compiled
+        call also shows its epochs (``progress.EpochProgress``: a bar on a terminal,
+        lines through ``progress`` otherwise).
+      on_result: optional ``(video_index, result)`` callback, called as soon as a video's
+        bucket is done (the CLI writes outputs there, so a killed run keeps them).
+
+    Returns:
+      Per-video results (input order, each at its input's frame rate) and timing.  A
+      video with no valid frame is not aligned and comes back with ``ok=False`` and an
+      ``error``; the batch goes on.
+    """
+    rate = prior.fps
+    at_rate = [_to_rate(v, rate) for v in videos]
+    results: list[AlignResult | None] = [None] * len(videos)
+
+    def done(i: int, result: AlignResult) -> None:
+        results[i] = _at_input_rate(result, videos[i], rate)
+        if on_result:
+            on_result(i, results[i])
+
+    _, timing = _align_at_prior_rate(at_rate, prior.params, prior.model, ttt, seed=seed,
+                                     max_batch=max_batch, use_mesh=use_mesh,
+                                     progress=progress, on_result=done)
+    return results, timing
+
+
+def _align_at_prior_rate(videos: Sequence[Video], params: Any, model_config: dict,
+                         ttt: ml_collections.ConfigDict, *, seed: int = 0,
+                         max_batch: int = 16, use_mesh: bool = True,
+                         progress: Callable[[str], None] | None = None,
+                         on_result: Callable[[int, AlignResult], None] | None = None,
+                         ) -> tuple[list[AlignResult], AlignTiming]:
+    """:func:`align_videos` on videos already at the prior's rate.
 
     Args:
       videos: inputs (poses in metres, camera axes; ``valid`` marks detections).
@@ -167,8 +251,11 @@ def align_videos(videos: Sequence[Video], params: Any, model_config: dict,
             keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(
                 np.array([p.index for p in fill]))
             t0 = time.perf_counter()
+            bar = (progress_lib.EpochProgress(ttt.epochs, f"TTT of {len(chunk)} video(s) x "
+                                              f"{n_windows} window(s)", log=progress)
+                   if progress else None)
             pred, curves, ok = ttt_lib.run_compiled(cache[shape], params, inputs, weights,
-                                                    masks, keys)
+                                                    masks, keys, on_epoch=bar)
             run_s = time.perf_counter() - t0
             timing.run_s += run_s
             timing.buckets.append({"shape": shape, "videos": len(chunk), "run_s": run_s,

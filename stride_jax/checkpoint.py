@@ -12,6 +12,7 @@ interrupted save never destroys the previous prior.  Training checkpoints use Or
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,10 +28,33 @@ import orbax.checkpoint as ocp
 from stride_jax import model as model_lib
 
 PRIOR_JSON = "prior.json"
+DEFAULT_FPS: float = 30.0  # the rate of every prior this project trains or converts
 
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, truncated or does not match the expected structure."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prior:
+    """A pretrained motion prior: what :func:`load_prior` returns and alignment takes.
+
+    Attributes:
+      params: the DSTFormer parameter tree.
+      model: its model config (``config.model`` as a dict: ``maxlen``, ``dim_feat``, ...).
+      meta: free-form metadata from ``prior.json`` (description, training command, ...).
+      path: the directory it was loaded from (None for a prior built in memory).
+    """
+
+    params: Any
+    model: dict
+    meta: dict = dataclasses.field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def fps(self) -> float:
+        """Frame rate the prior was trained at (``meta["fps"]``, default 30)."""
+        return float(self.meta.get("fps", DEFAULT_FPS))
 
 
 def _to_numpy(tree: Any) -> Any:
@@ -87,8 +111,8 @@ def read_prior_config(directory: str | os.PathLike) -> tuple[dict, dict]:
         raise CheckpointError(f"{path} is corrupted or truncated: {err}") from err
 
 
-def load_prior(directory: str | os.PathLike) -> tuple[Any, dict, dict]:
-    """Loads ``(params, model_config, meta)``; raises ``CheckpointError`` on any damage."""
+def load_prior(directory: str | os.PathLike) -> Prior:
+    """Loads a :class:`Prior`; raises ``CheckpointError`` on any damage."""
     directory = Path(directory).absolute()
     model_config, meta = read_prior_config(directory)
     model = model_lib.build_model(model_config)
@@ -102,7 +126,7 @@ def load_prior(directory: str | os.PathLike) -> tuple[Any, dict, dict]:
         raise CheckpointError(
             f"prior params at {directory / 'params'} are corrupted, truncated or do not match "
             f"the model config in {PRIOR_JSON}: {type(err).__name__}: {err}") from err
-    return params, model_config, meta
+    return Prior(params, model_config, meta, directory)
 
 
 class TrainCheckpoints:

@@ -1,8 +1,14 @@
-"""Small helpers for ``configs/*.py``: parsing the ``get_config(arg)`` string."""
+"""Small config helpers: parsing ``get_config(arg)`` strings; model flags vs a prior."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
 import ml_collections
+
+MODEL_FLAG = "--config.model"
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -23,3 +29,20 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         else:
             out[key] = type(default)(value)
     return out
+
+
+def model_overrides(argv: Sequence[str]) -> list[str]:
+    """The ``--config.model.*`` flags in a command line (``=value`` forms and bare names)."""
+    return [a.split("=", 1)[0] for a in argv
+            if a.startswith(MODEL_FLAG + ".") or a.split("=", 1)[0] == MODEL_FLAG]
+
+
+def reject_model_overrides(argv: Sequence[str], prior_dir: str | os.PathLike) -> None:
+    """Raises ``ValueError`` when ``argv`` sets ``--config.model.*``: a trained prior's
+    model is fixed by its ``prior.json``, so such flags would be silently ignored."""
+    given = model_overrides(argv)
+    if given:
+        raise ValueError(
+            f"{', '.join(given)}: the model of a trained prior cannot be changed; it comes "
+            f"from {Path(prior_dir) / 'prior.json'}.  Drop the flag, or pretrain a prior "
+            "with that model (python -m stride_jax.pretrain) and pass it with --checkpoint")

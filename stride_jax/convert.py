@@ -17,7 +17,8 @@ the array shapes; ``num_heads`` cannot be recovered from shapes and must be give
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np

@@ -28,13 +28,6 @@ from stride_jax.interpolate import fill_missing
 _PAIR_ID = np.minimum(np.arange(skeleton.NUM_JOINTS), skeleton.MIRROR)
 
 
-def _check_poses(x: jax.Array, name: str) -> None:
-    if x.ndim < 3 or x.shape[-2:] != (skeleton.NUM_JOINTS, 3):
-        raise ValueError(f"{name} must be [..., T, {skeleton.NUM_JOINTS}, 3], got {x.shape}")
-    if x.shape[-3] < 1:
-        raise ValueError(f"{name} needs at least one frame, got {x.shape}")
-
-
 def _check_nonneg(**values: float) -> None:
     for name, value in values.items():
         if value < 0:
@@ -165,7 +158,7 @@ def corrupt_for_pretraining(
       not reported).
     """
     clean = jnp.asarray(clean)
-    _check_poses(clean, "clean")
+    skeleton.check_poses(clean, "clean", min_frames=1)
     _check_nonneg(noise_std=noise_std, scale_std=scale_std, outlier_std=outlier_std)
     _check_prob(joint_mask_ratio=joint_mask_ratio, outlier_prob=outlier_prob)
     if not 0.0 <= frame_mask_ratio < 1.0:
@@ -275,7 +268,7 @@ def simulate_estimator(
       ``bool [..., T]``.
     """
     clean_cam = jnp.asarray(clean_cam)
-    _check_poses(clean_cam, "clean_cam")
+    skeleton.check_poses(clean_cam, "clean_cam", min_frames=1)
     _check_nonneg(jitter_std=jitter_std, depth_std=depth_std, scale_std=scale_std,
                   outlier_std=outlier_std)
     _check_prob(swap_prob=swap_prob, outlier_prob=outlier_prob)

@@ -1,22 +1,45 @@
-"""Deterministic evaluation windows: real mocap seen by a virtual camera, then corrupted.
+"""Deterministic evaluation clips: real mocap seen by a virtual camera, then corrupted.
 
-Used by pretraining validation and by ``stride_jax.evaluate``: each sequence of a split is
-cut into windows, viewed from a seeded random yaw (camera-style axes), and passed through
-the occlusion / estimator simulator with a seeded key.
+Each sequence of a split is cut into clips; clip ``i`` is viewed from a random yaw (camera
+axes) and passed through the occlusion / estimator simulator, both drawn from
+``fold_in(key(seed), i)`` (:func:`view_and_corrupt`, the one place for this).  Two cuts:
+
+* :func:`make_eval_set` (pretraining validation): overlapping windows of one length,
+  stacked into an :class:`EvalSet`;
+* :func:`make_videos` (``stride_jax.evaluate``, ``scripts/tune_ttt.py``): consecutive
+  videos of up to ``video_len`` frames (a shorter tail of 60+ frames is kept), as
+  :class:`stride_jax.aligner.Video` s with their ground truths.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence as Seq
+from collections.abc import Sequence as Seq
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from stride_jax import corrupt
+from stride_jax.aligner import Video
 from stride_jax.data import augment, windows
 from stride_jax.data.dataset import Sequence
+
+
+def view_and_corrupt(key: jax.Array, world: np.ndarray, *, fps: float, simulator: dict,
+                     pitch_max_deg: float = 10.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``world [T,17,3]`` -> ``(clean, observed, valid)``: a random camera view and the
+    simulated estimator output of it, both drawn from ``key``."""
+    k_view, k_sim = jax.random.split(key)
+    clean = augment.random_view(k_view, jnp.asarray(world, jnp.float32),
+                                pitch_max_rad=np.deg2rad(pitch_max_deg))
+    observed, valid = corrupt.simulate_estimator(k_sim, clean, fps=fps, **dict(simulator))
+    return np.asarray(clean), np.asarray(observed), np.asarray(valid)
+
+
+def _check_fps(seq: Sequence, fps: float) -> None:
+    if abs(seq.fps - fps) > 1e-3:
+        raise ValueError(f"sequence {seq.name} is at {seq.fps} fps, expected {fps}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,20 +61,46 @@ class EvalSet:
 
 def make_eval_set(sequences: Seq[Sequence], *, length: int, stride: int, fps: float,
                   seed: int, simulator: dict, pitch_max_deg: float = 10.0) -> EvalSet:
-    """Cuts, views and corrupts ``sequences`` reproducibly (same seed -> same set)."""
-    clips, names = [], []
+    """Cuts ``sequences`` into windows (``windows.window_starts``), views and corrupts them
+    reproducibly (same seed -> same set)."""
+    clips = []
     for seq in sequences:
-        if abs(seq.fps - fps) > 1e-3:
-            raise ValueError(f"sequence {seq.name} is at {seq.fps} fps, expected {fps}")
+        _check_fps(seq, fps)
         if seq.joints.shape[0] < length:
             continue
-        starts = windows.window_starts(seq.joints.shape[0], length, stride)
-        clips.append(windows.cut_windows(seq.joints, length, stride))
-        names.extend(f"{seq.name}@{int(s)}" for s in starts)
+        for start in windows.window_starts(seq.joints.shape[0], length, stride):
+            clips.append((f"{seq.name}@{int(start)}", seq.joints[start:start + length]))
     if not clips:
         raise ValueError(f"no sequence has {length} frames or more")
-    world = jnp.asarray(np.concatenate(clips).astype(np.float32))
-    key_view, key_sim = jax.random.split(jax.random.key(seed))
-    clean = augment.random_view(key_view, world, pitch_max_rad=np.deg2rad(pitch_max_deg))
-    observed, valid = corrupt.simulate_estimator(key_sim, clean, fps=fps, **dict(simulator))
-    return EvalSet(np.asarray(clean), np.asarray(observed), np.asarray(valid), tuple(names))
+    key = jax.random.key(seed)
+    out = [view_and_corrupt(jax.random.fold_in(key, i), world, fps=fps, simulator=simulator,
+                            pitch_max_deg=pitch_max_deg) for i, (_, world) in enumerate(clips)]
+    clean, observed, valid = (np.stack(x) for x in zip(*out))
+    return EvalSet(clean, observed, valid, tuple(name for name, _ in clips))
+
+
+def make_videos(sequences: Seq[Sequence], *, video_len: int, fps: float, seed: int,
+                simulator: dict, max_videos: int = 0, pitch_max_deg: float = 10.0,
+                ) -> tuple[list[Video], list[np.ndarray]]:
+    """Cuts sequences into consecutive videos, views and corrupts them; returns
+    ``(videos, ground truths)``; ``max_videos`` > 0 keeps that many, evenly spread."""
+    chunks = []
+    for seq in sequences:
+        _check_fps(seq, fps)
+        n = seq.joints.shape[0]
+        for start in range(0, n, video_len):
+            stop = min(start + video_len, n)
+            if stop - start >= min(video_len, 60):
+                chunks.append((f"{seq.name}@{start}", seq.joints[start:stop]))
+    if max_videos and len(chunks) > max_videos:
+        keep = np.linspace(0, len(chunks) - 1, max_videos).round().astype(int)
+        chunks = [chunks[i] for i in keep]
+    videos, truths = [], []
+    key = jax.random.key(seed)
+    for i, (name, world) in enumerate(chunks):
+        clean, observed, valid = view_and_corrupt(jax.random.fold_in(key, i), world, fps=fps,
+                                                  simulator=simulator,
+                                                  pitch_max_deg=pitch_max_deg)
+        videos.append(Video(observed, valid, name, fps=fps))
+        truths.append(clean)
+    return videos, truths

@@ -13,11 +13,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from stride_jax import skeleton
+
 
 def _per_joint_valid(poses: jax.Array, valid: jax.Array) -> jax.Array:
     """Checks shapes and returns validity broadcast to ``poses.shape[:-1]``."""
-    if poses.ndim < 3 or poses.shape[-1] != 3:
-        raise ValueError(f"poses must be [..., T, J, 3], got shape {poses.shape}")
+    skeleton.check_poses(poses, joints=None)
     if valid.dtype != jnp.bool_:
         raise ValueError(f"valid must be boolean, got dtype {valid.dtype}")
     if valid.shape == poses.shape[:-2]:
@@ -30,37 +31,14 @@ def _per_joint_valid(poses: jax.Array, valid: jax.Array) -> jax.Array:
     )
 
 
-def has_any_valid(valid: jax.Array, *, per_joint: bool = False) -> jax.Array:
-    """Whether a sequence has at least one valid frame (so filling is meaningful).
-
-    Args:
-      valid: bool ``[..., T]`` frame validity, or ``[..., T, J]`` if ``per_joint``.
-      per_joint: if True, ``valid`` has a trailing joint axis and the result is
-        True only where every joint has at least one valid frame.
-
-    Returns:
-      bool ``[...]``.
-    """
-    valid = jnp.asarray(valid)
-    if valid.dtype != jnp.bool_:
-        raise ValueError(f"valid must be boolean, got dtype {valid.dtype}")
-    if per_joint:
-        if valid.ndim < 2:
-            raise ValueError(f"per-joint valid must be [..., T, J], got {valid.shape}")
-        return jnp.all(jnp.any(valid, axis=-2), axis=-1)
-    if valid.ndim < 1:
-        raise ValueError("valid must have a time axis [..., T]")
-    return jnp.any(valid, axis=-1)
-
-
 def fill_missing(poses: jax.Array, valid: jax.Array) -> jax.Array:
     """Fills invalid frames by linear interpolation between the nearest valid ones.
 
     Values of ``poses`` at invalid frames are ignored (they may even be NaN).
     Valid entries are returned unchanged.  Leading/trailing gaps are filled with
     the first/last valid frame (constant extrapolation).  A sequence (or, with
-    per-joint validity, a joint track) with no valid frame is filled with zeros;
-    flag it with :func:`has_any_valid`.
+    per-joint validity, a joint track) with no valid frame is filled with zeros
+    (``stride_jax.aligner`` does not align such a video).
 
     Args:
       poses: float ``[..., T, J, 3]`` joint positions (metres).

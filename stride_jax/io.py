@@ -24,7 +24,6 @@ import dataclasses
 import json
 import math
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -455,28 +454,6 @@ def list_inputs(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     return list(unique.values())
 
 
-def save_npz_atomic(path: str | os.PathLike, **arrays: Any) -> Path:
-    """Writes ``arrays`` to ``path`` (``np.savez``) atomically.
-
-    Writes a temporary file in the same directory, then ``os.replace``: a reader sees the
-    old file or the complete new one, and the old file survives any failure.  Creates
-    missing parent directories.  Returns ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def output_path(out_dir: str | os.PathLike, name: str, track: str | None, multi: bool) -> Path:
     """Where ``align`` writes a track's result: ``<name>.npz``, or ``<name>__<track>.npz``
     when its input file held several tracks."""
@@ -485,7 +462,9 @@ def output_path(out_dir: str | os.PathLike, name: str, track: str | None, multi:
 
 
 def to_videos(tracks: Sequence[PoseTrack]) -> list[Video]:
-    """PoseTracks -> ``stride_jax.align.Video`` (``name`` = file stem, ``track`` = track id)."""
-    from stride_jax.aligner import Video  # re-exported by stride_jax.align; keeps jax lazy
+    """PoseTracks -> :class:`stride_jax.aligner.Video` (``name`` = file stem, ``track`` =
+    track id, ``fps`` = the file's, None when it gives none)."""
+    from stride_jax.aligner import Video  # keeps importing the file layer free of jax
 
-    return [Video(poses=t.poses, valid=t.valid, name=t.name, track=t.track) for t in tracks]
+    return [Video(poses=t.poses, valid=t.valid, name=t.name, track=t.track, fps=t.fps)
+            for t in tracks]

@@ -17,7 +17,7 @@ Terms (names used as config keys):
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -29,10 +29,7 @@ _EPS = 1e-8
 
 
 def _check(pred: jax.Array, target: jax.Array | None = None) -> None:
-    if pred.ndim < 3 or pred.shape[-1] != 3:
-        raise ValueError(f"poses must be [..., T, J, 3], got {pred.shape}")
-    if target is not None and pred.shape != target.shape:
-        raise ValueError(f"pred {pred.shape} and target {target.shape} shapes differ")
+    skeleton.check_poses(pred, "pred", like=target, joints=None)
 
 
 def _joint_weights(mask: jax.Array | None, shape: tuple[int, ...]) -> jax.Array:

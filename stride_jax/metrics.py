@@ -16,20 +16,14 @@ MM = 1000.0
 
 
 def _check(pred: jax.Array, gt: jax.Array) -> None:
-    if pred.shape != gt.shape or pred.ndim < 3 or pred.shape[-1] != 3:
-        raise ValueError(f"pred {pred.shape} and gt {gt.shape} must both be [..., T, J, 3]")
-
-
-def root_relative(poses: jax.Array) -> jax.Array:
-    """Subtracts the pelvis (joint 0) from every joint."""
-    return poses - poses[..., skeleton.ROOT : skeleton.ROOT + 1, :]
+    skeleton.check_poses(pred, "pred", like=gt, joints=None)
 
 
 def mpjpe(pred: jax.Array, gt: jax.Array, *, root_align: bool = True) -> jax.Array:
     """Per-frame MPJPE in mm ``-> [..., T]``; pelvis-aligned unless ``root_align=False``."""
     _check(pred, gt)
     if root_align:
-        pred, gt = root_relative(pred), root_relative(gt)
+        pred, gt = skeleton.root_relative(pred), skeleton.root_relative(gt)
     return jnp.linalg.norm(pred - gt, axis=-1).mean(axis=-1) * MM
 
 
@@ -66,18 +60,12 @@ def accel_error(pred: jax.Array, gt: jax.Array, *, root_align: bool = True) -> j
     """
     _check(pred, gt)
     if root_align:
-        pred, gt = root_relative(pred), root_relative(gt)
+        pred, gt = skeleton.root_relative(pred), skeleton.root_relative(gt)
 
     def accel(p: jax.Array) -> jax.Array:
         return p[..., :-2, :, :] - 2 * p[..., 1:-1, :, :] + p[..., 2:, :, :]
 
     return jnp.linalg.norm(accel(pred) - accel(gt), axis=-1).mean(axis=-1) * MM
-
-
-def accel_mask(mask: jax.Array) -> jax.Array:
-    """Frame mask ``[..., T]`` -> ``[..., T-2]``: a second difference counts if its 3 frames do."""
-    mask = jnp.asarray(mask, bool)
-    return mask[..., :-2] & mask[..., 1:-1] & mask[..., 2:]
 
 
 def masked_mean(values: jax.Array, mask: jax.Array | None = None) -> jax.Array:

@@ -24,6 +24,7 @@ together (Orbax), logs, CSVs and the prior by process 0.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
@@ -38,7 +39,7 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stride_jax import checkpoint, corrupt, distributed, logs, metrics, train_step
+from stride_jax import checkpoint, corrupt, distributed, files, logs, metrics, train_step
 from stride_jax.data import augment, dataset, windows
 from stride_jax.data.prefetch import Prefetcher
 from stride_jax.evalset import EvalSet, make_eval_set
@@ -51,8 +52,9 @@ FLAGS = flags.FLAGS
 def _define_flags() -> None:
     """Defines the command-line flags (only when run as a program, so modules can be
     imported together)."""
-    config_flags.DEFINE_config_file("config", str(Path(__file__).parent.parent / "configs" / "cpu.py"), "Config file (.py).",
-                                    lock_config=True)
+    config_flags.DEFINE_config_file(
+        "config", str(Path(__file__).parent.parent / "configs" / "cpu.py"),
+        "Config file (.py).", lock_config=True)
     flags.DEFINE_string("workdir", "runs/pretrain", "Output directory: checkpoints, "
                         "metrics.csv, loss_curve.png and the final prior/.")
     distributed.define_flags()
@@ -189,12 +191,11 @@ class _CsvLog:
         if path.exists() and resume_step > 0:
             with path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(float(r["step"])) <= resume_step]
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fields, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        files.write_text_atomic(path, text.getvalue())
 
     def write(self, row: dict) -> None:
         if not self.enabled:

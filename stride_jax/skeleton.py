@@ -51,9 +51,29 @@ LEFT: tuple[int, ...] = (4, 5, 6, 11, 12, 13)
 RIGHT: tuple[int, ...] = (1, 2, 3, 14, 15, 16)
 
 
-def bone_name(pair: tuple[int, int]) -> str:
-    """Readable name of a (parent, child) bone, e.g. ``'r_hip-r_knee'``."""
-    return f"{JOINT_NAMES[pair[0]]}-{JOINT_NAMES[pair[1]]}"
+def bone_side(child: int) -> str:
+    """``"left"``, ``"right"`` or ``"mid"``: the side of the bone ending at joint ``child``."""
+    return "left" if child in LEFT else "right" if child in RIGHT else "mid"
+
+
+def check_poses(x, name: str = "poses", *, like=None, joints: int | None = NUM_JOINTS,
+                min_frames: int = 0) -> None:
+    """Raises ``ValueError`` unless ``x`` (any array) is ``[..., T, J, 3]`` with
+    ``J == joints`` (any J when None), ``T >= min_frames`` and, given ``like``, the same
+    shape as ``like``."""
+    shape = tuple(x.shape)
+    want = f"[..., T, {'J' if joints is None else joints}, 3]"
+    if len(shape) < 3 or shape[-1] != 3 or (joints is not None and shape[-2] != joints):
+        raise ValueError(f"{name} must be {want}, got {shape}")
+    if shape[-3] < min_frames:
+        raise ValueError(f"{name} needs at least {min_frames} frame(s), got {shape}")
+    if like is not None and tuple(like.shape) != shape:
+        raise ValueError(f"{name} {shape} and {tuple(like.shape)} shapes differ")
+
+
+def root_relative(poses):
+    """Subtracts the root joint (pelvis) of every frame: ``[..., J, 3]`` numpy or JAX."""
+    return poses - poses[..., ROOT : ROOT + 1, :]
 
 
 def _check() -> None:

@@ -4,13 +4,15 @@
 plain ``{"params", "opt"}`` pytree and ``batch`` holds ``inputs`` (what the model sees),
 ``targets`` (clean poses in pretraining, pseudo-labels at test time), optionally ``mask``
 (loss weight per frame ``[B,T]`` or joint ``[B,T,J]``) and ``frame_mask`` (bool ``[B,T]``,
-False on padding, which the model's temporal attention then ignores).  Pretraining jits it over a batch of clips; alignment runs the very same
-function in ``lax.scan`` under ``vmap`` (one state per video).
+False on padding, which the model's temporal attention then ignores).  Pretraining jits it
+over a batch of clips; alignment runs the very same function in ``lax.scan`` under
+``vmap`` (one state per video).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import optax

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from stride_jax import corrupt, train_step
+from stride_jax import corrupt, progress, train_step
 from stride_jax.interpolate import fill_missing
 from stride_jax.model import DSTFormer
 
@@ -46,13 +47,15 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
 
     Returns ``(pred [N,W,J,3], loss_curve [epochs], ok [])``: ``ok`` is False when a loss
     or the prediction is not finite; then ``pred`` is the input (the interpolation) and
-    the parameters stop at the last finite step.
+    the parameters stop at the last finite step.  Each finished epoch is reported to
+    ``stride_jax.progress`` from inside the loop unless ``ttt.progress`` is False.
     """
     optimizer = make_optimizer(ttt)
     step = train_step.make_step(model, ttt.loss, optimizer)
     mask_ratio = float(ttt.get("mask_ratio", 0.0))
     span_min, span_max = (int(x) for x in ttt.get("mask_span", (5, 30)))
     unmasked_weight = float(ttt.get("unmasked_weight", 1.0))
+    report_progress = bool(ttt.get("progress", True))
 
     def run(params: Any, inputs: jax.Array, weights: jax.Array, frame_mask: jax.Array,
             key: jax.Array):
@@ -76,6 +79,8 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
             finite = jnp.isfinite(m["loss"])
             state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new_state,
                                            state)
+            if report_progress:  # host-side per-epoch progress (stride_jax.progress)
+                jax.debug.callback(progress.report_epoch, i)
             return state, m["loss"]
 
         state, curve = jax.lax.scan(body, train_step.init_state(params, optimizer),
@@ -153,11 +158,17 @@ def compile_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, params: Any,
 
 
 def run_compiled(compiled: CompiledTTT, params: Any, inputs: np.ndarray, weights: np.ndarray,
-                 frame_mask: np.ndarray, keys: jax.Array) -> tuple[np.ndarray, np.ndarray,
-                                                                    np.ndarray]:
-    """Runs a compiled TTT and returns host arrays ``(pred, loss_curves, ok)``."""
+                 frame_mask: np.ndarray, keys: jax.Array, *,
+                 on_epoch: Callable[[int], None] | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs a compiled TTT and returns host arrays ``(pred, loss_curves, ok)``;
+    ``on_epoch(epoch)`` is called as epochs finish (e.g. a ``progress.EpochProgress``)."""
     put = (lambda x: jax.device_put(x, compiled.sharding)) if compiled.sharding else jnp.asarray
-    out = compiled.fn(params, put(np.asarray(inputs, np.float32)),
-                      put(np.asarray(weights, np.float32)), put(np.asarray(frame_mask, bool)),
-                      put(keys) if compiled.sharding else keys)
-    return tuple(np.asarray(x) for x in jax.device_get(out))
+    with progress.reporting(on_epoch):
+        out = compiled.fn(params, put(np.asarray(inputs, np.float32)),
+                          put(np.asarray(weights, np.float32)),
+                          put(np.asarray(frame_mask, bool)),
+                          put(keys) if compiled.sharding else keys)
+        host = tuple(np.asarray(x) for x in jax.device_get(out))
+        jax.effects_barrier()  # every epoch reported before the sink is removed
+    return host

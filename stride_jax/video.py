@@ -1,12 +1,13 @@
-"""Video frames in, side-by-side renderings out, and video -> refined 3D end to end.
+"""Video frames in, side-by-side renderings out.
 
 * :class:`FrameReader`: RGB frames of a video file (OpenCV) or of a directory of images
   (Pillow, natural name order).
 * :func:`render_side_by_side`: left the input frame with the estimator's 2D skeleton, right
   the refined 3D skeleton (orthographic view turned by ``yaw_deg`` about the vertical
   axis, the raw estimate in grey behind it).  ``.gif`` (Pillow) or ``.mp4`` (OpenCV).
-* :func:`align_video_file`: ``stride_jax.estimate`` + ``stride_jax.align.align_files`` +
-  the rendering, for ``python -m stride_jax.align --video ...``.
+
+The video -> estimate -> alignment -> rendering pipeline is
+``stride_jax.pipeline.align_video_file``.
 
 Only Pillow and numpy are imported at module level; OpenCV, MediaPipe and JAX are imported
 where they are needed (the estimator is an optional extra: ``requirements-video.txt``).
@@ -17,8 +18,7 @@ from __future__ import annotations
 import math
 import os
 import re
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ GIF_MAX_FRAMES: int = 120  # "auto" renders longer clips as .mp4 (a GIF is held 
 
 _LEFT_RGB, _RIGHT_RGB, _MID_RGB = (66, 133, 244), (234, 67, 53), (250, 200, 40)
 _GREY, _BACKGROUND = (120, 120, 120), (24, 24, 28)
+_SIDE_RGB = {"left": _LEFT_RGB, "right": _RIGHT_RGB, "mid": _MID_RGB}
 
 
 class VideoError(ValueError):
@@ -132,12 +133,6 @@ class FrameReader:
             cap.release()
 
 
-def _bone_colour(child: int) -> tuple[int, int, int]:
-    if child in skeleton.LEFT:
-        return _LEFT_RGB
-    return _RIGHT_RGB if child in skeleton.RIGHT else _MID_RGB
-
-
 def _draw_skeleton(draw: ImageDraw.ImageDraw, pts: np.ndarray, *, width: int,
                    confidence: np.ndarray | None = None, colour: tuple | None = None) -> None:
     """Draws the 16 bones of ``pts`` (17, 2) pixels; bones with a joint of confidence < 0.5
@@ -146,7 +141,7 @@ def _draw_skeleton(draw: ImageDraw.ImageDraw, pts: np.ndarray, *, width: int,
         a, b = pts[parent], pts[child]
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             continue
-        c = colour or _bone_colour(int(child))
+        c = colour or _SIDE_RGB[skeleton.bone_side(int(child))]
         if confidence is not None and min(confidence[parent], confidence[child]) < 0.5:
             c = _GREY
         draw.line([tuple(a), tuple(b)], fill=c, width=width)
@@ -159,7 +154,7 @@ def _draw_skeleton(draw: ImageDraw.ImageDraw, pts: np.ndarray, *, width: int,
 def _view(poses: np.ndarray, yaw_deg: float) -> np.ndarray:
     """Root-relative ``(T, 17, 3)`` camera-axes poses -> ``(T, 17, 2)`` orthographic view
     after turning the body by ``yaw_deg`` about the vertical (y) axis."""
-    rel = poses - poses[:, :1]
+    rel = skeleton.root_relative(poses)
     c, s = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
     return np.stack([c * rel[..., 0] + s * rel[..., 2], rel[..., 1]], axis=-1)
 
@@ -267,121 +262,8 @@ def render_side_by_side(frames: Iterable[np.ndarray], output: str | os.PathLike,
     return path
 
 
-def align_video_file(video_path: str | os.PathLike, output_dir: str | os.PathLike,
-                     config: Any, checkpoint_dir: str | os.PathLike, *,
-                     fps: float | None = None, seed: int = 0, resume: bool = True,
-                     render: str = "auto", align_files: Callable[..., int] | None = None
-                     ) -> int:
-    """Video -> per-frame estimate -> STRIDE alignment -> side-by-side rendering.
-
-    Writes into ``output_dir``: ``estimates/<name>.npz`` (the estimator's pose file, see
-    ``stride_jax.estimate``), ``<name>.npz`` (``align_files`` output: ``refined`` etc.; one
-    ``<name>__<k>.npz`` per track when the estimator's tracker switched person, see
-    ``stride_jax.estimate.split_tracks``) and ``<name>_side_by_side.gif`` (``.mp4`` beyond
-    ``GIF_MAX_FRAMES`` frames when OpenCV is installed), whose 3D panel shows each track's
-    refined poses on the frames from its first to its last detection.  With
-    ``resume`` an existing estimate is reused and an existing alignment kept.
-
-    Args:
-      video_path: video file or directory of frame images.
-      output_dir: output directory.
-      config: a config with a ``ttt`` section (``configs/cpu.py``).
-      checkpoint_dir: prior directory.
-      fps: frame rate override (image directories default to 30).
-      seed: alignment PRNG seed.
-      resume: reuse existing outputs.
-      render: ``"gif"``, ``"mp4"``, ``"auto"`` or ``"none"``.
-      align_files: ``stride_jax.align.align_files``; the align CLI passes its own, because
-        importing ``stride_jax.align`` while it runs as ``__main__`` would define its absl
-        flags a second time.  Default: imported here.
-
-    Returns:
-      Exit code: 0 aligned and rendered, 1 the alignment failed, 2 nothing to align
-      (no person detected in any frame).
-
-    Raises:
-      VideoError: unreadable input or missing estimator (exit code 2 in the CLI).
-    """
-    from stride_jax import estimate
-
-    if align_files is None:
-        from stride_jax.align import align_files
-    t_start = time.perf_counter()
-    if render not in ("gif", "mp4", "auto", "none"):
-        raise ValueError(f"render must be gif, mp4, auto or none, got {render!r}")
-    reader = FrameReader(video_path, fps=fps)
-    out = Path(output_dir)
-    est_path = out / "estimates" / f"{reader.name}.npz"
-    timings: list[str] = []
-    if resume and est_path.exists():
-        logging.info("reusing %s (delete it or pass --noresume to estimate again)", est_path)
-    else:
-        summary = estimate.estimate_video(video_path, est_path, fps=fps, progress=logging.info)
-        logging.info("%s", summary.line())
-        timings.append(f"estimator {summary.estimator_fps:.1f} frames/s "
-                       f"({summary.frames / summary.total_fps:.1f} s with decoding)")
-        if summary.detected == 0:
-            logging.error("%s: no person detected in any of %d frames", video_path,
-                          summary.frames)
-            return 2
-    t_align = time.perf_counter()
-    code = align_files([str(est_path)], out, config, checkpoint_dir=checkpoint_dir,
-                       units="m", seed=seed, resume=resume)
-    t_align = time.perf_counter() - t_align
-    if render == "none":
-        return code
-    with np.load(est_path) as est:
-        stitched = _stitch_tracks(est, out, reader.name)
-        if stitched is None:
-            return code
-        refined, raw, valid = stitched
-        joints_2d, conf_2d = estimate.blazepose_to_h36m(est["landmarks_image"],
-                                                        est["landmark_visibility"])
-        rate = float(est["fps"])
-    n = refined.shape[0]
-    timings.append(f"alignment {t_align:.1f} s incl. prior loading and compilation "
-                   f"({n / t_align:.1f} frames/s)")
-    if render == "auto":
-        render = "gif" if n <= GIF_MAX_FRAMES or not _has_cv2() else "mp4"
-    target = out / f"{reader.name}_side_by_side.{render}"
-    t_render = time.perf_counter()
-    render_side_by_side(reader, target, joints_2d=joints_2d, confidence_2d=conf_2d,
-                        refined=refined, valid=valid, fps=rate, estimate_3d=raw)
-    timings.append(f"rendering {time.perf_counter() - t_render:.1f} s")
-    logging.info("rendering: %s", target.absolute())
-    logging.info("%s: %d frames in %.1f s: %s", reader.name, n,
-                 time.perf_counter() - t_start, "; ".join(timings))
-    return code
-
-
-def _stitch_tracks(est: Any, out: Path, name: str
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """One ``(T, 17, 3)`` timeline of refined and raw poses from the aligned track files,
-    and the ``(T,)`` frames with a detection: each track owns the frames from its first to
-    its last detection (tracks of a single-person tracker do not overlap in time); frames
-    owned by none are NaN.  None when an aligned file is missing or its alignment failed."""
-    from stride_jax import io  # the file layer (output names)
-
-    frame_track = np.asarray(est["frame_track"])
-    n_tracks = int(frame_track.max()) + 1
-    poses = np.asarray(est["poses"], np.float32)
-    refined = np.full((frame_track.shape[0], skeleton.NUM_JOINTS, 3), np.nan, np.float32)
-    raw = refined.copy()
-    for k in range(n_tracks):
-        path = io.output_path(out, name, str(k), multi=n_tracks > 1)
-        if not path.exists():
-            return None
-        with np.load(path) as aligned:
-            if not bool(aligned["ok"]):
-                return None
-            frames = np.flatnonzero(frame_track == k)
-            span = slice(frames[0], frames[-1] + 1)
-            refined[span] = aligned["refined"][span]
-            raw[span] = (poses if n_tracks == 1 else poses[k])[span]
-    return refined, raw, frame_track >= 0
-
-
-def _has_cv2() -> bool:
+def has_cv2() -> bool:
+    """Whether OpenCV (the video extra) imports."""
     try:
         _import_cv2()
     except VideoError:

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import cpu
-from stride_jax import align, checkpoint, ttt
+from stride_jax import checkpoint, pipeline, ttt
 from stride_jax.aligner import Video, align_videos
+from stride_jax.checkpoint import Prior
 from stride_jax.data import augment
 from stride_jax.data.dataset import load_demo
 from stride_jax.model import build_model, init_params
@@ -48,16 +48,16 @@ def _videos(lengths, seed=0):
 def test_batched_equals_alone_and_loss_decreases(tiny):
     config, _, params = tiny
     videos = _videos([40, 40, 18, 50])  # two share a bucket, one is padded, one is longer
-    batched, timing = align_videos(videos, params, config.model.to_dict(), config.ttt)
+    batched, timing = align_videos(videos, Prior(params, config.model.to_dict()), config.ttt)
     assert timing.compile_s > 0 and len(timing.buckets) >= 2
     for video, res in zip(videos, batched):
-        alone, _ = align_videos([video], params, config.model.to_dict(), config.ttt)
+        alone, _ = align_videos([video], Prior(params, config.model.to_dict()), config.ttt)
         np.testing.assert_allclose(res.refined, alone[0].refined, atol=2e-5)
         assert res.ok and res.refined.shape == video.poses.shape
         assert res.loss_curve.shape == (config.ttt.epochs,)
     longer = config.ttt.copy_and_resolve_references()
     longer.epochs, longer.lr = 8, 1e-3
-    res, _ = align_videos(videos[:1], params, config.model.to_dict(), longer)
+    res, _ = align_videos(videos[:1], Prior(params, config.model.to_dict()), longer)
     assert res[0].loss_curve[-1] < res[0].loss_curve[0]
 
 
@@ -113,7 +113,8 @@ def test_no_valid_frame_and_divergence_do_not_stop_the_batch(tiny):
     good, bad = _videos([30, 30])
     empty = Video(np.zeros((30, 17, 3), np.float32), np.zeros(30, bool), "empty")
     huge = Video(bad.poses * np.float32(1e19), bad.valid, "huge")
-    results, _ = align_videos([good, empty, huge], params, config.model.to_dict(), config.ttt)
+    results, _ = align_videos([good, empty, huge], Prior(params, config.model.to_dict()),
+                              config.ttt)
     assert results[0].ok and np.isfinite(results[0].refined).all()
     assert not results[1].ok and "no valid frame" in results[1].error
     assert not results[2].ok and "diverged" in results[2].error
@@ -129,12 +130,10 @@ def test_sharded_over_4_cpu_devices_matches_one_device(tiny, tmp_path):
     script = (
         "import sys, numpy as np, jax\n"
         "from configs import cpu\n"
-        "from stride_jax import checkpoint\n"
-        "from stride_jax.aligner import Video, align_videos\n"
+        "from stride_jax import Video, align_videos, load_prior\n"
         f"d = np.load(r'{tmp_path / 'videos.npz'}')\n"
         "vs = [Video(d[f'arr_{i}'], d['valid'][i], str(i)) for i in range(3)]\n"
-        f"p, mc, _ = checkpoint.load_prior(r'{prior}')\n"
-        "res, t = align_videos(vs, p, mc, cpu.get_config('runlocal').ttt)\n"
+        f"res, t = align_videos(vs, load_prior(r'{prior}'), cpu.get_config('runlocal').ttt)\n"
         "assert len(jax.devices()) == 4, jax.devices()\n"
         "assert t.buckets[0]['shape'][0] == 4  # K padded to the mesh size\n"
         f"np.save(r'{tmp_path / 'sharded.npy'}', np.stack([r.refined for r in res]))\n")
@@ -142,7 +141,7 @@ def test_sharded_over_4_cpu_devices_matches_one_device(tiny, tmp_path):
                PYTHONPATH=str(REPO))
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=REPO,
                    capture_output=True)
-    single, _ = align_videos(videos, params, config.model.to_dict(), config.ttt)
+    single, _ = align_videos(videos, Prior(params, config.model.to_dict()), config.ttt)
     np.testing.assert_allclose(np.load(tmp_path / "sharded.npy"),
                                np.stack([r.refined for r in single]), atol=2e-5)
 
@@ -154,13 +153,13 @@ def test_cli_writes_outputs_and_resumes(tiny, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     np.savez(inputs / "clip.npz", poses=video.poses * 1000.0, valid=video.valid)  # millimetres
-    code = align.align_files([str(inputs)], tmp_path / "out", config, checkpoint_dir=prior)
+    code = pipeline.align_files([str(inputs)], tmp_path / "out", config, checkpoint_dir=prior)
     assert code == 0
     out = np.load(tmp_path / "out" / "clip.npz")
     assert out["refined"].shape == (30, 17, 3) and bool(out["ok"])
     assert np.abs(out["pseudo"][video.valid] - video.poses[video.valid]).max() < 1e-4  # in metres
     stamp = (tmp_path / "out" / "clip.npz").stat().st_mtime_ns
-    assert align.align_files([str(inputs)], tmp_path / "out", config, checkpoint_dir=prior) == 0
+    assert pipeline.align_files([str(inputs)], tmp_path / "out", config, checkpoint_dir=prior) == 0
     assert (tmp_path / "out" / "clip.npz").stat().st_mtime_ns == stamp  # skipped: resumed
 
 
@@ -169,4 +168,4 @@ def test_window_longer_than_prior_is_rejected(tiny):
     ttt_cfg = config.ttt.copy_and_resolve_references()
     ttt_cfg.window = config.model.maxlen + 1
     with pytest.raises(ValueError, match="exceeds the prior's maxlen"):
-        align_videos(_videos([20]), params, config.model.to_dict(), ttt_cfg)
+        align_videos(_videos([20]), Prior(params, config.model.to_dict()), ttt_cfg)

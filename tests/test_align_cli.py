@@ -94,3 +94,28 @@ def test_missing_prior_exits_2(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2
     assert "prior checkpoint directory not found" in done.stderr
+
+
+@pytest.mark.parametrize("module", ["stride_jax.align", "stride_jax.evaluate"])
+def test_model_override_is_an_error_naming_prior_json(prior, tmp_path, module):
+    """--config.model.* cannot change a trained prior: exit 2 before any work, naming the
+    prior's prior.json (it used to be accepted and silently ignored)."""
+    done = subprocess.run([sys.executable, "-m", module, "--config",
+                           str(REPO / "configs" / "cpu.py") + ":runlocal",
+                           "--config.model.depth=3", "--checkpoint", str(prior)],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "--config.model.depth" in done.stderr
+    assert str(Path(prior) / "prior.json") in done.stderr
+
+
+def test_model_overrides_are_found_in_any_flag_form():
+    from stride_jax import config_util
+
+    argv = ["align", "--config.ttt.epochs=3", "--config.model.depth=2", "--config.model.dim_feat",
+            "64", "--config.modelx=1", "--config.model=cfg.py"]
+    assert config_util.model_overrides(argv) == ["--config.model.depth", "--config.model.dim_feat",
+                                                 "--config.model"]
+    config_util.reject_model_overrides(["align", "--config.ttt.lr=1e-4"], "p")  # no error
+    with pytest.raises(ValueError, match=r"comes from p/prior\.json"):
+        config_util.reject_model_overrides(argv, "p")

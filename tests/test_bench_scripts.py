@@ -6,6 +6,7 @@ derived quantities (per-video times, ratios, roofline fractions) follow from the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -19,12 +20,20 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
-if str(SCRIPTS) not in sys.path:
-    sys.path.insert(0, str(SCRIPTS))
 
-import bench_align  # noqa: E402
-import bench_common  # noqa: E402
-import bench_pretrain  # noqa: E402
+
+def _load(name: str):
+    """Imports ``scripts/<name>.py`` by path (registered so the scripts import each other)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+bench_common = _load("bench_common")
+bench_align = _load("bench_align")
+bench_pretrain = _load("bench_pretrain")
 
 try:
     import torch  # noqa: F401

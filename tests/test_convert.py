@@ -17,19 +17,20 @@ from stride_jax import model as model_lib
 
 torch = pytest.importorskip("torch")
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+TESTS = Path(__file__).resolve().parent
+SCRIPTS = TESTS.parent / "scripts"
 CONFIG = dict(dim_feat=32, dim_rep=48, depth=2, num_heads=4, mlp_ratio=2.0, maxlen=27)
 
 
-def _import_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+def _import_script(name: str, directory: Path = SCRIPTS):
+    spec = importlib.util.spec_from_file_location(name, directory / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-td = _import_script("torch_dstformer")
+td = _import_script("torch_dstformer", TESTS)
 converter = _import_script("convert_motionbert_checkpoint")
 
 
@@ -60,7 +61,8 @@ def prior_dir(torch_model, tmp_path_factory):
 
 @pytest.mark.parametrize("frames", [27, 11])
 def test_converted_prior_matches_torch(torch_model, prior_dir, frames):
-    params, model_config, meta = checkpoint.load_prior(prior_dir)
+    loaded = checkpoint.load_prior(prior_dir)
+    params, model_config, meta = loaded.params, loaded.model, loaded.meta
     assert model_config == {**CONFIG, "num_joints": 17}
     assert meta["epoch"] == 3 and len(meta["sha256"]) == 64
     x = np.random.default_rng(frames).normal(scale=0.3, size=(2, frames, 17, 3))

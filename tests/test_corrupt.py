@@ -24,7 +24,7 @@ _CLEAN_EST = dict(jitter_std=0.0, depth_std=0.0, scale_std=0.0, swap_prob=0.0,
                   outlier_prob=0.0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted(fn, **cfg):
     """One compiled function per (function, hyperparameters)."""
     return jax.jit(functools.partial(fn, **cfg))

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from stride_jax import skeleton
+from stride_jax import files, skeleton
 from stride_jax.data import dataset, fetch, prepare, resample
 
 LIMBS = [(a, b) for a, b in skeleton.BONES if a in skeleton.LEFT + skeleton.RIGHT]  # femur, tibia, arm, forearm
@@ -57,10 +57,10 @@ class TestFetch:
         monkeypatch.setattr(fetch, "_download", no_download)
         manifest = fetch.fetch(raw_data_root, verbose=False)
         for rel, entry in manifest["files"].items():
-            assert fetch.sha256_file(dataset.raw_dir(raw_data_root) / rel) == entry["sha256"], rel
+            assert files.sha256_file(dataset.raw_dir(raw_data_root) / rel) == entry["sha256"], rel
 
     def test_atomic_write_leaves_no_temp_files(self, tmp_path):
-        fetch.atomic_write_bytes(tmp_path / "a" / "b.bin", b"xyz")
+        files.write_bytes_atomic(tmp_path / "a" / "b.bin", b"xyz")
         assert (tmp_path / "a" / "b.bin").read_bytes() == b"xyz"
         assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.bin"]
 
@@ -83,7 +83,7 @@ class TestSplits:
         base = dataset.processed_dir(prepared_data_root)
         entries = manifest["sequences"]
         for name, e in entries.items():
-            assert fetch.sha256_file(base / e["split"] / f"{name}.npz") == e["sha256"], name
+            assert files.sha256_file(base / e["split"] / f"{name}.npz") == e["sha256"], name
         assert manifest["dataset_sha256"] == prepare.dataset_hash(entries)
         subjects = {sp: {e["subject"] for e in entries.values() if e["split"] == sp} for sp in dataset.SPLITS}
         assert not (subjects["train"] & subjects["val"] or subjects["train"] & subjects["test"]

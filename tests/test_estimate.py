@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stride_jax import estimate, io, skeleton, video
+from stride_jax import estimator, io, pipeline, skeleton, video
 
 DATA = Path(__file__).parent / "data"
 BLANK = (4, 5, 9)  # frames blanked to black: no person there
 J = skeleton.JOINT_INDEX
-B = {name: i for i, name in enumerate(estimate.BLAZEPOSE_NAMES)}
+B = {name: i for i, name in enumerate(estimator.BLAZEPOSE_NAMES)}
 
 
 def _clip(directory: Path, frames: int = 12) -> Path:
@@ -40,7 +40,7 @@ class TestMapping:
         rng = np.random.default_rng(0)
         lm = rng.normal(size=(2, 33, 3))
         vis = rng.uniform(size=(2, 33))
-        joints, conf = estimate.blazepose_to_h36m(lm, vis)
+        joints, conf = estimator.blazepose_to_h36m(lm, vis)
         assert joints.shape == (2, 17, 3) and conf.shape == (2, 17)
         mid = lambda a, b: (lm[:, B[a]] + lm[:, B[b]]) / 2  # noqa: E731
         pelvis, thorax = mid("left_hip", "right_hip"), mid("left_shoulder", "right_shoulder")
@@ -58,24 +58,24 @@ class TestMapping:
 
     def test_affine_so_image_points_map_too(self):
         lm = np.random.default_rng(1).uniform(size=(33, 2))
-        shifted, _ = estimate.blazepose_to_h36m(lm + [0.1, -0.2])
-        base, _ = estimate.blazepose_to_h36m(lm)
+        shifted, _ = estimator.blazepose_to_h36m(lm + [0.1, -0.2])
+        base, _ = estimator.blazepose_to_h36m(lm)
         np.testing.assert_allclose(shifted, base + [0.1, -0.2], atol=1e-6)
 
     def test_mirror_swaps_left_and_right(self):
         lm = np.random.default_rng(2).normal(size=(33, 3))
         perm = [B[n.replace("left", "@").replace("right", "left").replace("@", "right")]
-                for n in estimate.BLAZEPOSE_NAMES]
+                for n in estimator.BLAZEPOSE_NAMES]
         flipped = lm[perm] * [-1, 1, 1]
-        a, _ = estimate.blazepose_to_h36m(lm)
-        b, _ = estimate.blazepose_to_h36m(flipped)
+        a, _ = estimator.blazepose_to_h36m(lm)
+        b, _ = estimator.blazepose_to_h36m(flipped)
         np.testing.assert_allclose(b, a[skeleton.MIRROR] * [-1, 1, 1], atol=1e-6)
 
     def test_bad_shapes_raise(self):
         with pytest.raises(ValueError, match="33"):
-            estimate.blazepose_to_h36m(np.zeros((17, 3)))
+            estimator.blazepose_to_h36m(np.zeros((17, 3)))
         with pytest.raises(ValueError, match="visibility"):
-            estimate.blazepose_to_h36m(np.zeros((33, 3)), np.zeros(17))
+            estimator.blazepose_to_h36m(np.zeros((33, 3)), np.zeros(17))
 
 
 class TestReader:
@@ -115,7 +115,7 @@ class TestReader:
         monkeypatch.setitem(sys.modules, "mediapipe.python", None)
         monkeypatch.setitem(sys.modules, "mediapipe.python.solutions", None)
         with pytest.raises(video.VideoError, match="pip install -r requirements-video.txt"):
-            estimate.estimate_video(_clip(tmp_path / "clip", 2), tmp_path / "out.npz")
+            estimator.estimate_video(_clip(tmp_path / "clip", 2), tmp_path / "out.npz")
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def estimated(tmp_path_factory):
                         "pip install -r requirements-video.txt")
     root = tmp_path_factory.mktemp("est")
     clip = _clip(root / "astronaut")
-    summary = estimate.estimate_video(clip, root / "astronaut.npz", fps=25)
+    summary = estimator.estimate_video(clip, root / "astronaut.npz", fps=25)
     return clip, summary
 
 
@@ -173,7 +173,7 @@ def test_align_video_file_end_to_end(estimated, tmp_path):
     config = cpu.get_config("runlocal")
     params = jax.jit(lambda k: init_params(build_model(config.model), k))(jax.random.key(0))
     prior = checkpoint.save_prior(tmp_path / "prior", params, config.model.to_dict())
-    code = video.align_video_file(clip, tmp_path / "out", config, prior, fps=25)
+    code = pipeline.align_video_file(clip, tmp_path / "out", config, prior, fps=25)
     assert code == 0
     with np.load(tmp_path / "out" / "astronaut.npz") as d:
         assert bool(d["ok"]) and d["refined"].shape == (12, 17, 3)
@@ -194,7 +194,7 @@ def test_video_file_input_keeps_its_frame_rate(tmp_path):
     for i in range(6):
         writer.write(np.ascontiguousarray(np.roll(image, 2 * i, axis=1)[..., ::-1]))
     writer.release()
-    summary = estimate.estimate_video(tmp_path / "clip.mp4", tmp_path / "clip.npz")
+    summary = estimator.estimate_video(tmp_path / "clip.mp4", tmp_path / "clip.npz")
     assert (summary.frames, summary.fps) == (6, 20.0) and summary.detected >= 4
 
 
@@ -226,23 +226,23 @@ class TestSplitTracks:
         xs = [0.30 + 0.01 * t for t in range(10)] + [0.80] * 8
         valid = np.ones(18, bool)
         valid[3:7] = False  # a gap: the person moved 0.04 meanwhile, same track
-        track = estimate.split_tracks(self._hips(xs), valid)
+        track = estimator.split_tracks(self._hips(xs), valid)
         np.testing.assert_array_equal(track, [0, 0, 0, -1, -1, -1, -1, 0, 0, 0] + [1] * 8)
 
     def test_distances_are_in_frame_heights(self):
         xs = [0.30] * 6 + [0.38] * 6  # 0.08 widths: 0.08 heights at 1:1, 0.14 at 16:9
         valid = np.ones(12, bool)
-        assert estimate.split_tracks(self._hips(xs), valid).max() == 0
-        assert estimate.split_tracks(self._hips(xs), valid, aspect=16 / 9).max() == 1
+        assert estimator.split_tracks(self._hips(xs), valid).max() == 0
+        assert estimator.split_tracks(self._hips(xs), valid, aspect=16 / 9).max() == 1
 
     def test_short_tracks_are_dropped_and_renumbered(self):
         xs = [0.1] * 6 + [0.9] * 2 + [0.5] * 6  # the 2-frame blip is not a track
-        track = estimate.split_tracks(self._hips(xs), np.ones(14, bool))
+        track = estimator.split_tracks(self._hips(xs), np.ones(14, bool))
         np.testing.assert_array_equal(track, [0] * 6 + [-1] * 2 + [1] * 6)
 
     def test_bad_shapes_raise(self):
         with pytest.raises(ValueError, match="image_xy must be"):
-            estimate.split_tracks(np.zeros((5, 17, 2)), np.ones(5, bool))
+            estimator.split_tracks(np.zeros((5, 17, 2)), np.ones(5, bool))
 
 
 def test_identity_switch_gives_two_tracks_end_to_end(tmp_path):
@@ -262,7 +262,7 @@ def test_identity_switch_gives_two_tracks_end_to_end(tmp_path):
     for i in range(16):
         shift = (i % 3) * 2 + (96 if i >= 8 else 0)
         Image.fromarray(np.roll(image, shift, axis=1)).save(clip / f"{i}.png")
-    summary = estimate.estimate_video(clip, tmp_path / "switch.npz", fps=25)
+    summary = estimator.estimate_video(clip, tmp_path / "switch.npz", fps=25)
     assert summary.tracks == 2
     with np.load(summary.output) as d:
         track = d["frame_track"]
@@ -276,7 +276,7 @@ def test_identity_switch_gives_two_tracks_end_to_end(tmp_path):
     config = cpu.get_config("runlocal")
     params = jax.jit(lambda k: init_params(build_model(config.model), k))(jax.random.key(0))
     prior = checkpoint.save_prior(tmp_path / "prior", params, config.model.to_dict())
-    assert video.align_video_file(clip, tmp_path / "out", config, prior, fps=25) == 0
+    assert pipeline.align_video_file(clip, tmp_path / "out", config, prior, fps=25) == 0
     for k in (0, 1):
         with np.load(tmp_path / "out" / f"switch__{k}.npz") as d:
             assert bool(d["ok"]) and d["refined"].shape == (16, 17, 3)
@@ -304,7 +304,7 @@ def real_clip(tmp_path_factory):
         if 30 <= i < 40:
             small = Image.new("RGB", small.size)
         small.save(clip / f"{i:03d}.jpg", quality=92)
-    return clip, estimate.estimate_video(clip, clip.parent / "walk.npz", fps=30)
+    return clip, estimator.estimate_video(clip, clip.parent / "walk.npz", fps=30)
 
 
 def test_real_motion_clip(real_clip):
@@ -329,7 +329,7 @@ def test_real_motion_clip_refined_by_the_shipped_prior(real_clip, tmp_path):
     """The estimate through the shipped prior and configs/cpu.py (fewer steps): the
     output fills the blank frames and is smoother than the estimator's own output."""
     from configs import cpu
-    from stride_jax.align import DEFAULT_PRIOR, align_files
+    from stride_jax.pipeline import DEFAULT_PRIOR, align_files
 
     _, summary = real_clip
     config = cpu.get_config()

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from stride_jax.interpolate import fill_missing, has_any_valid
+from stride_jax.interpolate import fill_missing
 
 
 def _reference(poses: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -108,14 +108,3 @@ class TestFillMissing:
             fill_missing(poses, jnp.ones((4,), jnp.float32))
         with pytest.raises(ValueError, match="poses must be"):
             fill_missing(jnp.zeros((4, 17, 2)), jnp.ones((4,), bool))
-
-
-class TestHasAnyValid:
-    def test_per_frame_and_per_joint(self):
-        valid = np.array([[0, 0, 0], [0, 1, 0]], bool)
-        np.testing.assert_array_equal(jax.jit(has_any_valid)(valid), [False, True])
-        per_joint = np.zeros((2, 3, 2), bool)
-        per_joint[0, 1, :] = True
-        per_joint[1, 0, 0] = True
-        got = has_any_valid(per_joint, per_joint=True)
-        np.testing.assert_array_equal(got, [True, False])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stride_jax import io
+from stride_jax import files, io
 
 T = 12
 
@@ -293,16 +293,23 @@ def test_list_inputs(tmp_path, rng):
 
 def test_save_npz_atomic_roundtrip(tmp_path):
     target = tmp_path / "deep" / "er" / "out.npz"
-    io.save_npz_atomic(target, refined=np.arange(3.0), ok=np.bool_(True))
+    files.save_npz_atomic(target, refined=np.arange(3.0), ok=np.bool_(True))
     with np.load(target) as z:
         np.testing.assert_array_equal(z["refined"], np.arange(3.0))
         assert bool(z["ok"])
     assert [p.name for p in target.parent.iterdir()] == ["out.npz"]
 
 
+def test_sha256_file_known_digest(tmp_path):
+    path = files.write_text_atomic(tmp_path / "abc.txt", "abc")
+    # FIPS 180-2 test vector for "abc"
+    want = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert files.sha256_file(path) == want == files.sha256_bytes(b"abc")
+
+
 def test_save_npz_atomic_failure_keeps_old_file(tmp_path, monkeypatch):
     target = tmp_path / "out.npz"
-    io.save_npz_atomic(target, refined=np.zeros(4))
+    files.save_npz_atomic(target, refined=np.zeros(4))
     before = target.read_bytes()
 
     def failing_savez(file, **arrays):
@@ -311,7 +318,7 @@ def test_save_npz_atomic_failure_keeps_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", failing_savez)
     with pytest.raises(OSError, match="disk full"):
-        io.save_npz_atomic(target, refined=np.ones(4))
+        files.save_npz_atomic(target, refined=np.ones(4))
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.npz"]
 

@@ -51,7 +51,8 @@ def np_velocity(pred, target, mask=None):
         for t in range(1, pred.shape[1]):
             for j in range(pred.shape[2]):
                 if m[b, t, j] and m[b, t - 1, j]:
-                    dv = (pred[b, t, j] - pred[b, t - 1, j]) - (target[b, t, j] - target[b, t - 1, j])
+                    dv = ((pred[b, t, j] - pred[b, t - 1, j])
+                          - (target[b, t, j] - target[b, t - 1, j]))
                     errs.append(np.linalg.norm(dv))
     return float(np.mean(errs)) if errs else 0.0
 
@@ -308,7 +309,7 @@ class TestLimbVar:
         from scipy.spatial.transform import Rotation
 
         frames = []
-        for t in range(n_frames):
+        for _ in range(n_frames):
             rot = Rotation.from_rotvec(rng.normal(size=(J, 3))).as_matrix()  # one per bone
             pose = np.zeros((J, 3))
             for j in range(1, J):  # parents precede children

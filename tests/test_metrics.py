@@ -15,7 +15,6 @@ J = skeleton.NUM_JOINTS
 _mpjpe = jax.jit(metrics.mpjpe, static_argnames="root_align")
 _pa_mpjpe = jax.jit(metrics.pa_mpjpe)
 _accel = jax.jit(metrics.accel_error, static_argnames="root_align")
-_accel_mask = jax.jit(metrics.accel_mask)
 _masked_mean = jax.jit(metrics.masked_mean)
 
 
@@ -208,21 +207,6 @@ class TestAccelError:
         np.testing.assert_allclose(got, np.array([5.0, 10.0, 5.0]) / J, rtol=1e-5)
 
 
-class TestAccelMask:
-    def test_hand_computed(self):
-        mask = np.array([[1, 1, 1, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 0]], bool)
-        got = np.asarray(_accel_mask(mask))
-        want = [[1, 0, 0, 0, 1, 1], [1, 1, 1, 1, 1, 0]]
-        np.testing.assert_array_equal(got, np.array(want, bool))
-
-    def test_matches_windowed_all(self):
-        mask = np.random.default_rng(30).random((3, 12)) > 0.25
-        got = np.asarray(_accel_mask(mask.astype(np.float32)))  # any truthy dtype
-        want = np.array([[mask[b, i:i + 3].all() for i in range(10)] for b in range(3)])
-        np.testing.assert_array_equal(got, want)
-        assert got.dtype == bool
-
-
 class TestMaskedMean:
     def test_no_mask_is_mean(self):
         values = np.random.default_rng(31).random((3, 5)).astype(np.float32)
@@ -248,12 +232,3 @@ class TestMaskedMean:
     def test_empty_mask_is_nan(self):
         values = np.ones((4,), np.float32)
         assert np.isnan(float(_masked_mean(values, np.zeros(4, bool))))
-
-    def test_with_accel_mask(self):
-        gt = _poses(35, 8)
-        pred = gt + np.random.default_rng(36).normal(scale=0.02, size=gt.shape)
-        valid = np.ones(8, bool)
-        valid[4] = False
-        err = np.asarray(_accel(pred, gt))
-        got = float(_masked_mean(err, _accel_mask(valid)))
-        np.testing.assert_allclose(got, err[[0, 1, 5]].mean(), rtol=1e-6)

@@ -75,8 +75,9 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     assert step_a == step_b == 4 and extra_a["sampler"] == extra_b["sampler"]
     for a, b in zip(jax.tree_util.tree_leaves(params_a), jax.tree_util.tree_leaves(params_b)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
-    prior, model_config, meta = checkpoint.load_prior(tmp_path / "killed" / "prior")
-    assert model_config["dim_feat"] == config.model.dim_feat and "validation" in meta
+    prior = checkpoint.load_prior(tmp_path / "killed" / "prior")
+    assert prior.model["dim_feat"] == config.model.dim_feat and "validation" in prior.meta
+    assert prior.path == (tmp_path / "killed" / "prior").absolute()
     assert (tmp_path / "killed" / "loss_curve.png").stat().st_size > 1000
     rows = (tmp_path / "killed" / "metrics.csv").read_text().strip().splitlines()
     assert [int(r.split(",")[0]) for r in rows[1:]] == [1, 2, 3, 4]  # no duplicated steps

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
-import jax
 import numpy as np
 import pytest
 
@@ -72,9 +69,6 @@ class TestStitch:
             np.testing.assert_array_equal(back, x)
         else:
             np.testing.assert_allclose(back, x, rtol=1e-6, atol=1e-6)
-        fn = jax.jit(functools.partial(win.stitch_jax, starts=tuple(starts),
-                                       n_frames=n_frames, blend=blend))
-        np.testing.assert_allclose(fn(win.cut_windows(x, 10, 4)), x, rtol=1e-5, atol=1e-6)
 
     def test_cross_fade_by_hand(self):
         # Two constant windows (0 and 1) overlapping on frames 2..5.
@@ -84,15 +78,6 @@ class TestStitch:
         expected = [0, 0, 1 / 4, 2 / 5, 3 / 5, 3 / 4, 1, 1]
         np.testing.assert_allclose(got, expected)
         assert np.all(np.diff(got) >= 0)
-        np.testing.assert_allclose(
-            win.stitch_jax(windows.astype(np.float32), [0, 2], 8)[:, 0], expected, rtol=1e-6)
-
-    def test_stitch_jax_vmaps(self):
-        xs = np.stack([_seq(2, 20), _seq(3, 20)])
-        starts = win.window_starts(20, 8, 4)
-        cut = np.stack([win.cut_windows(x, 8, 4) for x in xs])
-        fn = jax.jit(jax.vmap(lambda w: win.stitch_jax(w, starts, 20, blend="hann")))
-        np.testing.assert_allclose(fn(cut), xs, rtol=1e-5, atol=1e-6)
 
     def test_errors(self):
         w = np.zeros((2, 5, 3))

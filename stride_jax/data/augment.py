@@ -28,16 +28,11 @@ _BONE_GROUP = np.minimum(skeleton.BONES[:, 1], skeleton.MIRROR[skeleton.BONES[:,
 _GROUPS, _GROUP_OF_BONE = np.unique(_BONE_GROUP, return_inverse=True)
 
 
-def _check_poses(x: jax.Array, name: str = "poses") -> None:
-    if x.ndim < 3 or x.shape[-2:] != (skeleton.NUM_JOINTS, 3):
-        raise ValueError(f"{name} must be [..., T, {skeleton.NUM_JOINTS}, 3], got {x.shape}")
-
-
 def root_relative(poses: jax.Array) -> jax.Array:
     """Subtracts the root joint (pelvis, joint 0) of every frame: ``[..., T, 17, 3]``."""
     poses = jnp.asarray(poses)
-    _check_poses(poses)
-    return poses - poses[..., :1, :]
+    skeleton.check_poses(poses)
+    return skeleton.root_relative(poses)
 
 
 def mirror(poses: jax.Array) -> jax.Array:
@@ -46,7 +41,7 @@ def mirror(poses: jax.Array) -> jax.Array:
     Valid in world and camera coordinates (x is lateral in both); an involution.
     """
     poses = jnp.asarray(poses)
-    _check_poses(poses)
+    skeleton.check_poses(poses)
     flipped = poses.at[..., 0].multiply(-1.0)
     return flipped[..., skeleton.MIRROR, :]
 
@@ -62,7 +57,7 @@ def rotate_yaw(world: jax.Array, angle: jax.Array) -> jax.Array:
       ``[..., T, 17, 3]`` rotated poses; y is unchanged.
     """
     world = jnp.asarray(world)
-    _check_poses(world, "world")
+    skeleton.check_poses(world, "world")
     angle = jnp.broadcast_to(jnp.asarray(angle, world.dtype), world.shape[:-3])
     c, s = jnp.cos(angle)[..., None, None], jnp.sin(angle)[..., None, None]
     pivot = world[..., :1, :1, :].at[..., 1].set(0.0)
@@ -74,7 +69,7 @@ def rotate_yaw(world: jax.Array, angle: jax.Array) -> jax.Array:
 def random_yaw(key: jax.Array, world: jax.Array) -> jax.Array:
     """:func:`rotate_yaw` by a uniform angle in [-pi, pi) per sequence."""
     world = jnp.asarray(world)
-    _check_poses(world, "world")
+    skeleton.check_poses(world, "world")
     angle = jax.random.uniform(key, world.shape[:-3], world.dtype, -jnp.pi, jnp.pi)
     return rotate_yaw(world, angle)
 
@@ -105,7 +100,7 @@ def apply_bone_factors(poses: jax.Array, factors: jax.Array) -> jax.Array:
       ``[..., T, 17, 3]``: same root and bone directions, bone lengths scaled.
     """
     poses = jnp.asarray(poses)
-    _check_poses(poses)
+    skeleton.check_poses(poses)
     if factors.shape != poses.shape[:-3] + (skeleton.NUM_BONES,):
         raise ValueError(
             f"factors must be {poses.shape[:-3] + (skeleton.NUM_BONES,)}, got {factors.shape}")
@@ -124,7 +119,7 @@ def scale_bones(key: jax.Array, world: jax.Array, *, std: float = 0.05) -> jax.A
     ``[..., T, 17, 3]`` (any axes convention).
     """
     world = jnp.asarray(world)
-    _check_poses(world, "world")
+    skeleton.check_poses(world, "world")
     return apply_bone_factors(world, draw_bone_factors(key, world.shape[:-3], std=std))
 
 
@@ -149,7 +144,7 @@ def world_to_camera(
       ``[..., T, 17, 3]`` camera-space metres.
     """
     world = jnp.asarray(world)
-    _check_poses(world, "world")
+    skeleton.check_poses(world, "world")
     pitch = jnp.broadcast_to(jnp.asarray(pitch_rad, world.dtype), world.shape[:-3])
     c, s = jnp.cos(pitch)[..., None, None], jnp.sin(pitch)[..., None, None]
     x, y, z = jnp.moveaxis(world - world[..., :1, :1, :], -1, 0)
@@ -172,7 +167,7 @@ def random_view(
       ``[..., T, 17, 3]`` camera-space metres.
     """
     world = jnp.asarray(world)
-    _check_poses(world, "world")
+    skeleton.check_poses(world, "world")
     if pitch_max_rad < 0:
         raise ValueError(f"pitch_max_rad must be >= 0, got {pitch_max_rad}")
     k_yaw, k_pitch = jax.random.split(key)

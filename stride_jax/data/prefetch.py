@@ -40,7 +40,7 @@ class Prefetcher:
         except BaseException as err:  # surfaced to the consumer on its next call
             self._queue.put(err)
 
-    def __iter__(self) -> "Prefetcher":
+    def __iter__(self) -> Prefetcher:
         return self
 
     def __next__(self) -> tuple[Any, dict]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import io
 import json
 import re
@@ -39,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stride_jax import skeleton
-from stride_jax.data import bvh, fetch, holosoma, resample, to_h36m
+from stride_jax import plotting, skeleton
+from stride_jax.data import bvh, holosoma, resample, to_h36m
 from stride_jax.data.dataset import (
     DEMO_PATH,
     PREPARE_COMMAND,
@@ -50,6 +49,7 @@ from stride_jax.data.dataset import (
     processed_dir,
     raw_dir,
 )
+from stride_jax.files import sha256_bytes, sha256_file, write_bytes_atomic
 
 FPS: float = resample.TARGET_FPS
 
@@ -149,10 +149,10 @@ def _entry(name: str, split: str, subject: str, source: str, joints: np.ndarray,
         raise ValueError(f"{name} ({src_file}): joints must be finite (T, 17, 3), got {joints.shape}")
     data = npz_bytes({"joints": joints.astype(np.float32), "fps": np.float32(FPS),
                       "subject": np.str_(subject), "source": np.str_(source)})  # fmt: skip
-    fetch.atomic_write_bytes(out / split / f"{name}.npz", data)
+    write_bytes_atomic(out / split / f"{name}.npz", data)
     return {"split": split, "subject": subject, "source": source, "frames": int(joints.shape[0]),
             "seconds": round(joints.shape[0] / FPS, 3), "fps": FPS,
-            "sha256": hashlib.sha256(data).hexdigest(), "source_file": src_file, "source_sha256": src_sha}  # fmt: skip
+            "sha256": sha256_bytes(data), "source_file": src_file, "source_sha256": src_sha}  # fmt: skip
 
 
 def _extra_sequences(extra: Path, default_split: str) -> list[tuple[str, str, str, str, np.ndarray, Path]]:
@@ -200,7 +200,7 @@ def _check_splits(entries: dict[str, dict]) -> None:
 
 def dataset_hash(entries: dict[str, dict]) -> str:
     """SHA-256 over the sorted per-sequence npz hashes, joined by newlines."""
-    return hashlib.sha256("\n".join(sorted(e["sha256"] for e in entries.values())).encode()).hexdigest()
+    return sha256_bytes("\n".join(sorted(e["sha256"] for e in entries.values())).encode())
 
 
 def prepare(root: Path | str | None = None, extra: Path | str | None = None, extra_split: str = "train",
@@ -229,7 +229,7 @@ def prepare(root: Path | str | None = None, extra: Path | str | None = None, ext
             raise FileNotFoundError(f"{raw_manifest_path} is missing. Run: {PREPARE_COMMAND}")
         raw_files = json.loads(raw_manifest_path.read_text())["files"]
         for seq in BUILTIN:
-            digest = fetch.sha256_file(raw_dir(root) / seq.path) if (raw_dir(root) / seq.path).is_file() else None
+            digest = sha256_file(raw_dir(root) / seq.path) if (raw_dir(root) / seq.path).is_file() else None
             if digest is None or raw_files.get(seq.path, {}).get("sha256") != digest:
                 raise ValueError(f"{raw_dir(root) / seq.path}: missing or hash differs from raw/manifest.json; "
                                  f"run: python -m stride_jax.data.fetch --force")  # fmt: skip
@@ -240,12 +240,12 @@ def prepare(root: Path | str | None = None, extra: Path | str | None = None, ext
             if name in entries:
                 raise ValueError(f"{path}: sequence name {name} is already used")
             entries[name] = _entry(name, split, subject, source, joints, str(path.resolve()),
-                                   fetch.sha256_file(path), out)  # fmt: skip
+                                   sha256_file(path), out)  # fmt: skip
     _check_splits(entries)
     manifest = {"version": out.name, "fps": FPS, "joints": list(skeleton.JOINT_NAMES),
                 "world": "metres, right-handed, +Y up, floor at y~0",
                 "sequences": dict(sorted(entries.items())), "dataset_sha256": dataset_hash(entries)}  # fmt: skip
-    fetch.atomic_write_bytes(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    write_bytes_atomic(out / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
     for split in SPLITS:
         for stale in (out / split).glob("*.npz") if (out / split).is_dir() else ():
             if entries.get(stale.stem, {}).get("split") != split:
@@ -281,7 +281,7 @@ def build_demo(root: Path | str | None = None, out: Path | str | None = None) ->
     arrays = {"joints": clips, "fps": np.float32(FPS), "source": np.str_(DEMO_SOURCE),
               "start_frames": starts.astype(np.int32)}  # fmt: skip
     path = Path(out) if out is not None else DEMO_PATH
-    fetch.atomic_write_bytes(path, npz_bytes(arrays, compress=True))
+    write_bytes_atomic(path, npz_bytes(arrays, compress=True))
     return path
 
 
@@ -314,9 +314,7 @@ def plot_sources(root: Path | str | None = None, out_dir: Path | str = "docs/dat
         fig, axes = plt.subplots(1, 2, figsize=(6.4, 4.0), dpi=80)
         views = ((0, "front (left side on the right)"), (2, "side (facing right)"))
         for ax, (h, title) in zip(axes, views, strict=True):
-            for parent, child in skeleton.BONES:
-                color = "tab:blue" if child in skeleton.LEFT else "tab:red" if child in skeleton.RIGHT else "k"
-                ax.plot(pose[[parent, child], h], pose[[parent, child], 1], "-o", color=color, ms=3, lw=2)
+            plotting.draw_skeleton(ax, pose[:, [h, 1]], lw=2, marker_size=3)
             ax.axhline(0.0, color="0.6", lw=1)
             ax.set_aspect("equal")
             ax.set_xlim(-1.0, 1.0)
@@ -330,7 +328,7 @@ def plot_sources(root: Path | str | None = None, out_dir: Path | str = "docs/dat
         fig.savefig(buf, format="png")
         plt.close(fig)
         path = Path(out_dir) / f"{source}.png"
-        fetch.atomic_write_bytes(path, buf.getvalue())
+        write_bytes_atomic(path, buf.getvalue())
         paths.append(path)
     return paths
 

@@ -53,12 +53,45 @@ def resample(positions: np.ndarray, fps_in: float, fps_out: float = TARGET_FPS, 
         b, a = signal.butter(_ORDER, _CUTOFF * fps_out / fps_in)
         if data.shape[0] > 3 * max(len(a), len(b)):
             data = signal.filtfilt(b, a, data, axis=0)
-    t_in = np.arange(x.shape[0]) / fps_in
     t_out = np.arange(num_output_frames(x.shape[0], fps_in, fps_out)) / fps_out
-    t_out = np.minimum(t_out, t_in[-1])
-    kind = "cubic" if x.shape[0] >= 4 else "linear"
-    if kind == "cubic":
-        out = interpolate.CubicSpline(t_in, data, axis=0)(t_out)
-    else:
-        out = interpolate.interp1d(t_in, data, axis=0)(t_out)
-    return out.astype(dtype)
+    return sample_at(data, fps_in, t_out).astype(dtype)
+
+
+def sample_at(positions: np.ndarray, fps_in: float, times: np.ndarray) -> np.ndarray:
+    """Values of ``(T, ...)`` frames at ``fps_in`` at the given ``times`` (seconds).
+
+    A cubic spline through the frames (linear for fewer than 4); times outside the input's
+    span are clamped to it (the first / last frame is held).
+    """
+    data = np.asarray(positions, np.float64)
+    t_in = np.arange(data.shape[0]) / fps_in
+    t = np.clip(np.asarray(times, np.float64), 0.0, t_in[-1])
+    if data.shape[0] >= 4:
+        return interpolate.CubicSpline(t_in, data, axis=0)(t)
+    return interpolate.interp1d(t_in, data, axis=0)(t)
+
+
+def resample_track(poses: np.ndarray, valid: np.ndarray, fps_in: float,
+                   fps_out: float) -> tuple[np.ndarray, np.ndarray]:
+    """An estimator's track at ``fps_in`` -> the same track at ``fps_out``.
+
+    Args:
+      poses: ``(T, J, 3)`` with every frame filled (e.g. by linear in-filling of the
+        undetected ones; NaN is not allowed).
+      valid: ``(T,)`` detections.
+      fps_in, fps_out: frame rates (Hz).
+
+    Returns:
+      ``(poses (T', J, 3) float32, valid (T',))`` with ``T' = num_output_frames``; an
+      output frame is valid when the input frames on both sides of its time are (the
+      frame itself when the times coincide).
+    """
+    poses = np.asarray(poses)
+    valid = np.asarray(valid, bool)
+    if not np.isfinite(poses).all():
+        raise ValueError("resample_track needs filled poses (no NaN); in-fill them first")
+    out = resample(poses, fps_in, fps_out).astype(np.float32)
+    pos = np.arange(out.shape[0]) * (fps_in / fps_out)  # fractional input frame index
+    lo = np.clip(np.floor(pos + 1e-6).astype(np.int64), 0, valid.size - 1)
+    hi = np.clip(np.ceil(pos - 1e-6).astype(np.int64), 0, valid.size - 1)
+    return out, valid[lo] & valid[hi]

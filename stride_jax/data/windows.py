@@ -1,16 +1,13 @@
 """Cutting sequences into overlapping windows, stitching them back, sampling clips.
 
 Host-side numpy helpers (:func:`window_starts`, :func:`pad_to`,
-:func:`cut_windows`, :func:`stitch`, :class:`ClipSampler`) plus
-:func:`stitch_jax`, the jit-able twin of :func:`stitch` (window starts static).
+:func:`cut_windows`, :func:`stitch`, :class:`ClipSampler`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from stride_jax.data.augment import speed_change
@@ -150,32 +147,6 @@ def stitch(
         n = min(windows.shape[1], n_frames - start)
         out[start:start + n] += w[:n] * windows[k, :n]
     return (out / total.reshape((-1,) + (1,) * len(rest))).astype(windows.dtype)
-
-
-def stitch_jax(
-    windows: jax.Array, starts: Sequence[int] | np.ndarray, n_frames: int, *,
-    blend: str = "triangle",
-) -> jax.Array:
-    """jit-able :func:`stitch`: ``starts`` and ``n_frames`` must be static (numpy/ints).
-
-    Args:
-      windows: ``[W, L, ...]`` (vmap over extra leading axes).
-      starts: ``[W]`` static start frames.
-      n_frames: static output length ``T``.
-      blend: see :func:`blend_weights`.
-
-    Returns:
-      ``[T, ...]`` in the windows' dtype.
-    """
-    windows = jnp.asarray(windows)
-    index, weights, total = _stitch_plan(windows.shape, np.asarray(starts), n_frames, blend)
-    rest = windows.shape[2:]
-    w = jnp.asarray(weights, windows.dtype).reshape((1, -1) + (1,) * len(rest))
-    flat = (windows * w).reshape((-1,) + rest)
-    num = jnp.zeros((n_frames,) + rest, windows.dtype).at[index.reshape(-1)].add(
-        flat, mode="drop")
-    den = jnp.asarray(total, windows.dtype).reshape((-1,) + (1,) * len(rest))
-    return num / den
 
 
 class ClipSampler(Iterator[np.ndarray]):

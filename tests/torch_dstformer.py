@@ -7,14 +7,16 @@ MotionBERT's keys (``joints_embed.weight``, ``blocks_st.0.attn_s.qkv.weight``,
 MotionBERT's layout: tokens are ``[B*T, J, C]``; temporal attention regroups them per joint.
 
 Shapes: poses ``[B, T, 17, 3]`` (root-relative metres).  Losses match ``stride_jax.losses``
-without masks.  Importing this module needs ``torch`` and the repository root on sys.path.
+without masks.  Importing this module needs ``torch`` and the installed package
+(``pip install -e .``).
 """
 
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch

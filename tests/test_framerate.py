@@ -1,0 +1,114 @@
+"""Input frame rates are honoured: a 25 or 60 fps track is aligned at the prior's 30 fps
+and returned at its own frame times, matching the 30 fps result of the same motion."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from configs import cpu
+from stride_jax import DEFAULT_PRIOR, Video, align_videos, checkpoint, load_prior, pipeline
+from stride_jax.data import augment, resample
+from stride_jax.data.dataset import load_demo
+from stride_jax.model import build_model, init_params
+
+SECONDS = 4.0
+GAP = (1.5, 2.5)  # seconds without a detection
+
+
+def _motion(fps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The first 4 s of a real climbing clip (camera view) at ``fps``, undetected in GAP."""
+    world, demo_fps = load_demo()
+    cam = np.asarray(augment.world_to_camera(world))[0][: int(SECONDS * demo_fps) + 1]
+    poses = resample.resample(cam, demo_fps, fps).astype(np.float32)
+    t = np.arange(poses.shape[0]) / fps
+    return poses, ~((t >= GAP[0]) & (t < GAP[1]))
+
+
+def _mm(a: np.ndarray, b: np.ndarray) -> float:
+    return 1000.0 * float(np.linalg.norm(a - b, axis=-1).mean())
+
+
+@pytest.fixture(scope="module")
+def aligned():
+    config = cpu.get_config()
+    config.ttt.epochs = 3
+    config.ttt.lr = 1e-4  # visible fine-tuning in three steps
+    videos = [Video(*_motion(30.0), "v30", fps=30.0), Video(*_motion(25.0), "v25", fps=25.0),
+              Video(*_motion(60.0), "v60", fps=60.0),
+              Video(*_motion(60.0), "v60_as_30")]  # fps unknown: taken to be 30
+    results, _ = align_videos(videos, load_prior(DEFAULT_PRIOR), config.ttt)
+    return videos, results
+
+
+@pytest.mark.parametrize("index,fps", [(1, 25.0), (2, 60.0)])
+def test_other_rates_match_the_30fps_result(aligned, index, fps):
+    videos, results = aligned
+    ref, res, video = results[0], results[index], videos[index]
+    assert res.ok and res.fps == fps
+    assert res.refined.shape == video.poses.shape  # at the input's frame times
+    np.testing.assert_array_equal(res.valid, video.valid)
+    np.testing.assert_allclose(res.pseudo[video.valid], video.poses[video.valid], atol=1e-6)
+    times = np.arange(video.poses.shape[0]) / fps
+    inside = times <= (ref.refined.shape[0] - 1) / 30.0
+    expected = resample.sample_at(ref.refined, 30.0, times[inside])
+    moved = _mm(ref.refined, ref.pseudo)  # how far alignment moved the 30 fps output
+    err = _mm(res.refined[inside], expected)
+    assert moved > 5.0, moved  # the comparison is not of two unchanged inputs
+    assert err < 0.25 * moved, (err, moved)
+
+
+def test_ignoring_the_rate_gives_another_result(aligned):
+    """The check above can fail: the same 60 fps track aligned as if it were 30 fps (its
+    motion twice as slow to the prior) ends up much further from the 30 fps result."""
+    videos, results = aligned
+    ref, honoured, ignored = results[0], results[2], results[3]
+    times = np.arange(videos[2].poses.shape[0]) / 60.0
+    inside = times <= (ref.refined.shape[0] - 1) / 30.0
+    expected = resample.sample_at(ref.refined, 30.0, times[inside])
+    err_honoured = _mm(honoured.refined[inside], expected)
+    err_ignored = _mm(ignored.refined[inside], expected)
+    assert err_ignored > 2.0 * err_honoured, (err_ignored, err_honoured)
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    config = cpu.get_config("runlocal")
+    params = init_params(build_model(config.model), jax.random.key(0))
+    path = checkpoint.save_prior(tmp_path_factory.mktemp("prior") / "prior", params,
+                                 config.model.to_dict())
+    return config, path
+
+
+def test_align_files_records_the_input_fps(tiny_prior, tmp_path):
+    config, prior = tiny_prior
+    poses60, valid60 = _motion(60.0)
+    poses25, valid25 = _motion(25.0)
+    (tmp_path / "in").mkdir()
+    np.savez(tmp_path / "in" / "a60.npz", poses=poses60, valid=valid60, fps=60)
+    (tmp_path / "in" / "b25.json").write_text(json.dumps(
+        {"fps": 25, "poses": [p.tolist() if v else None for p, v in zip(poses25, valid25)]}))
+    np.savez(tmp_path / "in" / "c.npz", poses=poses60[:50])  # no fps: the prior's rate
+    assert pipeline.align_files([str(tmp_path / "in")], tmp_path / "out", config,
+                                checkpoint_dir=prior) == 0
+    for name, poses, fps in (("a60", poses60, 60.0), ("b25", poses25, 25.0),
+                             ("c", poses60[:50], 30.0)):
+        with np.load(tmp_path / "out" / f"{name}.npz") as out:
+            assert float(out["fps"]) == fps, name
+            assert out["refined"].shape == poses.shape, name
+            assert bool(out["ok"]) and np.isfinite(out["refined"]).all(), name
+
+
+def test_resample_track_marks_frames_between_detections():
+    poses = np.zeros((7, 17, 3), np.float32)
+    valid = np.array([1, 1, 0, 1, 1, 1, 1], bool)  # frame 2 (t = 2/60 s) undetected
+    out, out_valid = resample.resample_track(poses, valid, 60.0, 30.0)
+    assert out.shape == (4, 17, 3)  # t = 0, 1/30, 2/30, 3/30
+    np.testing.assert_array_equal(out_valid, [True, False, True, True])
+    _, up = resample.resample_track(poses[:3], valid[:3], 30.0, 60.0)  # t = 0..2/30
+    np.testing.assert_array_equal(up, [True, True, True, False, False])
+    with pytest.raises(ValueError, match="in-fill"):
+        resample.resample_track(np.full((4, 17, 3), np.nan), np.ones(4, bool), 60.0, 30.0)

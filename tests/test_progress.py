@@ -1,0 +1,77 @@
+"""Per-epoch progress from inside the compiled TTT loop: a bar on a terminal, log lines
+otherwise; every epoch reported once, none when switched off."""
+
+from __future__ import annotations
+
+import io
+
+import jax
+import numpy as np
+
+from configs import cpu
+from stride_jax import progress
+from stride_jax import ttt as ttt_lib
+from stride_jax.model import build_model, init_params
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_bar_on_a_terminal_with_eta():
+    clock, out = _Clock(), _Tty()
+    bar = progress.EpochProgress(4, "TTT", stream=out, width=8, clock=clock)
+    clock.t = 10.0
+    bar(0)  # 1 of 4 epochs after 10 s: 30 s to go
+    assert out.getvalue() == "\rTTT [##------] 1/4 epochs, 10 s, ETA 30 s\x1b[K"
+    bar(0)  # the same epoch again (another device): ignored
+    clock.t = 40.0
+    bar(3)
+    assert out.getvalue().endswith("\rTTT [########] 4/4 epochs, 40 s\x1b[K\n")
+    assert out.getvalue().count("\r") == 2
+
+
+def test_log_lines_elsewhere_at_most_every_few_seconds():
+    clock, lines = _Clock(), []
+    bar = progress.EpochProgress(100, "TTT", stream=io.StringIO(), log=lines.append,
+                                 every_s=10.0, clock=clock)
+    for epoch in range(100):
+        clock.t = 0.5 * (epoch + 1)  # 0.5 s per epoch
+        bar(epoch)
+    assert lines[0] == "TTT: 20/100 epochs, 10 s, ETA 40 s"
+    assert len(lines) == 5 and lines[-1] == "TTT: 100/100 epochs, 50 s"
+    assert progress._duration(125) == "2:05 min" and progress._duration(3725) == "1 h 02 min"
+
+
+def _run(report: bool, on_epoch):
+    config = cpu.get_config("runlocal")
+    config.ttt.epochs, config.ttt.progress = 5, report
+    model = build_model(config.model)
+    params = init_params(model, jax.random.key(0))
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(0, 0.2, (2, 1, 27, 17, 3)).astype(np.float32)
+    compiled = ttt_lib.compile_ttt(model, config.ttt, params, (2, 1, 27))
+    return ttt_lib.run_compiled(compiled, params, inputs, np.ones((2, 1, 27), np.float32),
+                                np.ones((2, 1, 27), bool), jax.random.split(jax.random.key(1), 2),
+                                on_epoch=on_epoch)
+
+
+def test_epochs_are_reported_from_inside_the_compiled_loop():
+    seen: list[int] = []
+    with_report = _run(True, seen.append)
+    assert sorted(set(seen)) == [0, 1, 2, 3, 4]  # once per epoch (per video under vmap)
+    silent: list[int] = []
+    without = _run(False, silent.append)
+    assert silent == []
+    for a, b in zip(with_report, without):  # the report does not change the result
+        np.testing.assert_array_equal(a, b)
+    assert progress._SINKS == []  # the sink is removed after the call
