@@ -39,3 +39,22 @@ def test_masked_keys_get_no_weight_and_no_gradient():
     np.testing.assert_allclose(out, attention(q[:, :, :], k[:, :3], v[:, :3]), atol=1e-6)
     dk, dv = jax.grad(lambda k, v: attention(q, k, v, bias).sum(), argnums=(0, 1))(k, v)
     assert np.abs(dk[:, 3:]).max() == 0 and np.abs(dv[:, 3:]).max() == 0
+
+
+def test_vmapped_attention_equals_per_item_values_and_gradients():
+    """Under vmap the mapped axis is folded into the rows (custom_vmap): same numbers."""
+    shape = (3, 2, 5, 9, 4)  # [K, B, H, N, D]
+    q, k, v, g = (jax.random.normal(key, shape) for key in jax.random.split(jax.random.key(3), 4))
+    bias = jnp.where(jax.random.bernoulli(jax.random.key(4), 0.8, (2, 1, 1, 9)), 0.0, -1e9)
+    bias = bias.at[..., 0].set(0.0)
+
+    def loss(q, k, v, g):
+        return jnp.sum(attention(q, k, v, bias, chunk=3) * g)
+
+    batched = jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1, 2))))(q, k, v, g)
+    for i in range(shape[0]):
+        val, grads = jax.value_and_grad(
+            lambda *a: jnp.sum(_plain(*a, bias) * g[i]), argnums=(0, 1, 2))(q[i], k[i], v[i])
+        np.testing.assert_allclose(batched[0][i], val, rtol=1e-5)
+        for a, b in zip(batched[1], grads):
+            np.testing.assert_allclose(a[i], b, atol=1e-4)

@@ -101,3 +101,10 @@ def test_initial_fusion_is_plain_average():
 def test_build_model_rejects_unknown_fields():
     with pytest.raises(ValueError, match="unknown model config fields"):
         model_lib.build_model({**TINY, "num_layers": 3})
+
+
+def test_erf_gelu_equals_jax_exact_gelu():
+    from stride_jax.model import gelu
+
+    x = jnp.linspace(-8.0, 8.0, 4001)
+    np.testing.assert_allclose(gelu(x), jax.nn.gelu(x, approximate=False), atol=2e-7)
