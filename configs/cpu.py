@@ -24,7 +24,8 @@ def get_config(arg=None):
     config.pretrain = ml_collections.ConfigDict()
     config.pretrain.clip_len = 243          # frames per training clip
     config.pretrain.clip_stride = 27        # frames between clip starts in one epoch
-    config.pretrain.batch_size = 8
+    config.pretrain.batch_size = 8          # per device: global batch = 8 x devices
+    config.pretrain.fsdp = False            # True: shard params/opt state over devices
     config.pretrain.num_steps = 6000
     config.pretrain.lr = 5e-4
     config.pretrain.weight_decay = 0.01

@@ -28,7 +28,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stride_jax import config_util, files, logs, pipeline
+from stride_jax import config_util, distributed, files, logs, pipeline
 from stride_jax.checkpoint import load_prior
 
 _DEFAULT_CONFIG = str(Path(__file__).parent.parent / "configs" / "cpu.py")
@@ -61,6 +61,7 @@ def _define_flags() -> None:
     flags.DEFINE_enum("render", "auto", ["auto", "gif", "mp4", "none"],
                       "With --video: the side-by-side rendering's format; auto is a GIF "
                       "up to 120 frames and an MP4 beyond.")
+    distributed.define_flags()
 
 
 def main(argv: list[str]) -> None:
@@ -69,6 +70,8 @@ def main(argv: list[str]) -> None:
     logs.setup()
     config = FLAGS.config
     try:
+        distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                               FLAGS.process_id, heartbeat_timeout_s=FLAGS.heartbeat_timeout_s)
         config_util.reject_model_overrides(sys.argv, FLAGS.checkpoint)
         if FLAGS.video:
             if FLAGS.input:

@@ -42,10 +42,13 @@ def define_flags() -> None:
     flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
     flags.DEFINE_integer("process_id", None,
                          "Multi-host: this process's id in [0, num_processes).")
+    flags.DEFINE_integer("heartbeat_timeout_s", 100,
+                         "Multi-host: a process silent this long counts as dead and stops "
+                         "the run (raise it on oversubscribed machines).")
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> int:
+               process_id: int | None = None, *, heartbeat_timeout_s: int = 100) -> int:
     """Starts ``jax.distributed`` if this is a multi-process run; returns the process count.
 
     Call it before any other JAX call.  With no argument, JAX's cluster auto-detection
@@ -57,6 +60,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
       ValueError: ``num_processes < 1``, ``process_id`` outside ``[0, num_processes)``, or
         an incomplete set of flags outside a detected cluster.
     """
+    if heartbeat_timeout_s < 1:
+        raise ValueError(f"heartbeat_timeout_s must be >= 1, got {heartbeat_timeout_s}")
     if num_processes is not None and num_processes < 1:
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
     if process_id is not None and process_id < 0:
@@ -68,13 +73,14 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     explicit = (coordinator_address, num_processes, process_id)
     if all(v is None for v in explicit):
         try:
-            jax.distributed.initialize()
+            jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_s)
         except ValueError as err:  # no cluster detected: one process
             logging.debug("no cluster detected (%s): single process", err)
             return 1
     else:
         try:
-            jax.distributed.initialize(coordinator_address, num_processes, process_id)
+            jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                                       heartbeat_timeout_seconds=heartbeat_timeout_s)
         except ValueError as err:
             raise ValueError(
                 f"incomplete multi-host flags (coordinator_address={coordinator_address}, "
@@ -167,14 +173,16 @@ def _fsdp_spec(shape: tuple[int, ...], n: int, axis: str, min_size: int) -> Part
 
 
 def state_shardings(abstract: Any, mesh: Mesh, *, fsdp: bool = False,
-                    axis: str = DATA_AXIS, min_size: int = FSDP_MIN_SIZE) -> Any:
+                    axis: str = DATA_AXIS, min_size: int | None = None) -> Any:
     """Shardings for a params / optimiser-state pytree of ``ShapeDtypeStruct``.
 
     Replicated by default.  With ``fsdp`` every leaf of at least ``min_size`` elements is
     split along its largest axis divisible by the mesh size (ZeRO-3 style: XLA gathers
-    the weights where a layer needs them); the others stay replicated.
+    the weights where a layer needs them); the others stay replicated.  ``min_size``
+    defaults to ``FSDP_MIN_SIZE``.
     """
     n = mesh.shape[axis]
+    min_size = FSDP_MIN_SIZE if min_size is None else min_size
     if not fsdp:
         return jax.tree_util.tree_map(lambda _: replicated(mesh), abstract)
     return jax.tree_util.tree_map(

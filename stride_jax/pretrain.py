@@ -367,7 +367,8 @@ def _manifest_hash() -> str | None:
 def main(argv: list[str]) -> None:
     del argv
     logs.setup()
-    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                           heartbeat_timeout_s=FLAGS.heartbeat_timeout_s)
     logging.info("devices: %s", jax.devices())
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

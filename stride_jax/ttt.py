@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from stride_jax import corrupt, progress, train_step
+from stride_jax import corrupt, distributed, progress, train_step
 from stride_jax.interpolate import fill_missing
 from stride_jax.model import DSTFormer
 
@@ -125,9 +125,9 @@ class CompiledTTT:
 
 
 def video_mesh() -> Mesh | None:
-    """A 1-D mesh over all local devices (axis ``'videos'``), or None for one device."""
-    devices = jax.devices()
-    return Mesh(np.array(devices), ("videos",)) if len(devices) > 1 else None
+    """A 1-D mesh over this process's devices (axis ``'videos'``), or None for one device
+    (multi-host: each process aligns its own videos on its own devices)."""
+    return distributed.local_mesh("videos")
 
 
 def compile_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, params: Any,
