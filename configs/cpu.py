@@ -16,9 +16,11 @@ def get_config(arg=None):
 
     config.model = dict(dim_feat=128, dim_rep=256, depth=3, num_heads=8, mlp_ratio=2.0,
                         maxlen=243, drop_rate=0.0, attn_drop_rate=0.0, drop_path_rate=0.0,
-                        residual=True, dtype="float32")
+                        residual=True, dtype="float32", dim_in=3)
     # residual=True: output = input + correction (see stride_jax/model.py); a 2-core CPU
     # budget trains this to beat interpolation, the plain seq2seq head needs far longer.
+    # dim_in=4: a 4th input channel says which joints were detected (1) or in-filled /
+    # hidden / padding (0) (stride_jax/model_input.py); 3 = poses only (MotionBERT import).
 
     # Pretraining (BERT-style reconstruction of corrupted real mocap).
     config.pretrain = ml_collections.ConfigDict()
@@ -40,10 +42,21 @@ def get_config(arg=None):
     config.pretrain.checkpoint_every_steps = 500
     config.pretrain.keep_checkpoints = 3
     config.pretrain.loss = dict(mpjpe=1.0, n_mpjpe=0.5, velocity=20.0, limb_var=0.0)
+    config.pretrain.hidden_weight = 1.0     # loss weight multiplier of hidden/in-filled joints
+    # init_from: a prior directory (e.g. stride_jax/assets/prior_cpu) whose params start a
+    # fresh run (3 -> 4 input channels widened with a zero row); ignored when the workdir
+    # has a checkpoint to resume (the log says which one was used).
+    config.pretrain.init_from = ""
     # Corruption of the clean clip (see stride_jax/corrupt.py: corrupt_for_pretraining).
+    # Occlusion pattern per clip: with protocol_prob the evaluation protocol (config.simulator
+    # occ_span_s hidden per occ_window_s), with gap_prob repeated whole-frame gaps of gap_s
+    # seconds hiding a gap_duty fraction, else random spans covering frame_mask_ratio.  Joint
+    # masks, noise, scale errors, outliers, depth shifts and left/right swaps apply to all.
     config.pretrain.corrupt = dict(joint_mask_ratio=0.05, frame_mask_ratio=0.4, span_min=5,
                                    span_max=60, noise_std=0.02, scale_std=0.03,
-                                   outlier_prob=0.005, outlier_std=0.15)
+                                   outlier_prob=0.005, outlier_std=0.15,
+                                   gap_prob=0.0, protocol_prob=0.0, gap_s=(0.5, 2.0),
+                                   gap_duty=(0.25, 0.6), depth_std=0.0, swap_prob=0.0)
 
     # Test-time alignment (paper recipe; losses: MPJPE, N-MPJPE, velocity, limb variance).
     config.ttt = ml_collections.ConfigDict()
@@ -62,7 +75,9 @@ def get_config(arg=None):
     config.ttt.mask_ratio = 0.0             # >0: masked TTT (hide input spans; not in the paper)
     config.ttt.mask_span = (5, 30)          # lengths of the hidden spans (frames)
     config.ttt.unmasked_weight = 1.0        # loss weight of frames not hidden (masked TTT)
-    config.ttt.max_batch = 16               # most videos aligned in one compiled call
+    config.ttt.length_buckets = (81, 162, 243)  # window widths for videos shorter than window
+    config.ttt.max_batch = 0                # videos per compiled call (0: auto, see aligner)
+    config.ttt.max_memory_gb = 0.0          # memory budget per call (0: the device's)
 
     # Estimator / occlusion simulator for evaluation (stride_jax/corrupt.py: simulate_estimator).
     config.simulator = dict(occ_window_s=3.2, occ_span_s=1.6, jitter_std=0.02, depth_std=0.03,

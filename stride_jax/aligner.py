@@ -3,8 +3,10 @@
 Per video, frames without a detection are filled by linear interpolation (constant at the
 ends) to make pseudo-labels; a copy of the prior is fine-tuned on the video's overlapping
 windows with the STRIDE losses; the prediction is stitched back (triangular cross-fade)
-and the pseudo-label pelvis trajectory is added back.  Videos are bucketed by window count
-and each bucket is one compiled ``jit(vmap(scan))`` call (see ``stride_jax.ttt``).
+and the pseudo-label pelvis trajectory is added back.  Short videos get the smallest window
+of ``ttt.length_buckets`` that holds them (81 / 162 / 243 frames), not a padded full
+window.  Videos are bucketed by (window count, window width); each bucket runs as
+compiled ``jit(vmap(scan))`` calls of :func:`videos_per_call` videos (``stride_jax.ttt``).
 
 Frame rates: the prior and the velocity loss assume the prior's rate (``Prior.fps``, 30).
 A video with another ``fps`` is resampled to it (cubic spline through the in-filled input;
@@ -14,6 +16,7 @@ aligned, and its refined poses are sampled back at the input's frame times.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -22,6 +25,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from stride_jax import model_input
 from stride_jax import progress as progress_lib
 from stride_jax import skeleton
 from stride_jax import ttt as ttt_lib
@@ -79,19 +83,30 @@ class AlignTiming:
 @dataclasses.dataclass
 class _Prepared:
     index: int
-    windows: np.ndarray  # [N, W, J, 3] root-relative pseudo-labels
+    windows: np.ndarray  # [N, W, J, dim_in] root-relative pseudo-labels (+ detections)
     weights: np.ndarray  # [N, W]
     frame_mask: np.ndarray  # [N, W]
     starts: np.ndarray
     pseudo: np.ndarray  # [T, J, 3]
 
 
-def _prepare(index: int, video: Video, ttt: ml_collections.ConfigDict) -> _Prepared:
+def window_length(frames: int, ttt: ml_collections.ConfigDict) -> int:
+    """Window width for a video of ``frames`` frames: the smallest of
+    ``ttt.length_buckets`` that holds it (so short videos are not padded to
+    ``ttt.window``), else ``ttt.window`` (longer videos: overlapping windows)."""
+    for width in sorted(int(b) for b in ttt.get("length_buckets", ())):
+        if frames <= width <= ttt.window:
+            return width
+    return int(ttt.window)
+
+
+def _prepare(index: int, video: Video, ttt: ml_collections.ConfigDict,
+             dim_in: int = 3) -> _Prepared:
     poses = np.asarray(video.poses, np.float32)
     valid = np.asarray(video.valid, bool)
     pseudo = np.asarray(fill_missing(poses, valid))
     rr = skeleton.root_relative(pseudo)
-    n, w = poses.shape[0], ttt.window
+    n, w = poses.shape[0], window_length(poses.shape[0], ttt)
     frame_w = np.where(valid, 1.0, ttt.interp_weight).astype(np.float32)
     if n < w:
         pad = w - n
@@ -104,7 +119,47 @@ def _prepare(index: int, video: Video, ttt: ml_collections.ConfigDict) -> _Prepa
         win = windows.cut_windows(rr, w, ttt.stride)
         weights = windows.cut_windows(frame_w, w, ttt.stride)
         mask = np.ones(weights.shape, bool)
+    if dim_in != 3:  # the model's detection channel: 1 detected, 0 in-filled or padding
+        det = np.concatenate([valid, np.zeros(max(w - n, 0), bool)]).astype(np.float32)
+        det = det[None] if n < w else windows.cut_windows(det, w, ttt.stride)
+        win = np.asarray(model_input.make_input(win, det, dim_in))
     return _Prepared(index, win, weights, mask, starts, pseudo)
+
+
+def videos_per_call(ttt: ml_collections.ConfigDict, devices: int, platform: str,
+                    bytes_per_video: int | None = None,
+                    memory_limit: int | None = None) -> int:
+    """How many videos go into one compiled call (a multiple of ``devices``).
+
+    ``ttt.max_batch > 0`` caps it.  ``ttt.max_batch = 0`` (auto): on CPU one video per
+    device per call (``scripts/bench_align.py`` measures a Python loop of one-video calls
+    faster per video than ``vmap`` over several on XLA's CPU backend), elsewhere 16 per
+    device.  A memory budget (``ttt.max_memory_gb``, 0: ``memory_limit``, the device's
+    own) lowers it to what fits, from ``bytes_per_video`` (``memory_analysis`` of a
+    one-video call).
+    """
+    cap = int(ttt.get("max_batch", 0)) or (devices if platform == "cpu" else 16 * devices)
+    budget_gb = float(ttt.get("max_memory_gb", 0.0))
+    budget = budget_gb * 2**30 if budget_gb > 0 else memory_limit
+    if budget and bytes_per_video:
+        cap = min(cap, max(1, int(0.9 * budget // bytes_per_video)) * devices)
+    return max(devices, cap // devices * devices)
+
+
+def device_memory_limit(device: jax.Device) -> int | None:
+    """Bytes one device may allocate: ``memory_stats()['bytes_limit']`` on accelerators,
+    the machine's physical memory shared by the local devices on CPU, None if unknown."""
+    if device.platform == "cpu":
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return None
+        return total // max(1, len(jax.local_devices()))
+    try:
+        stats = device.memory_stats() or {}
+    except (AttributeError, NotImplementedError, RuntimeError):
+        return None
+    return stats.get("bytes_limit")
 
 
 def _stitch(pred: np.ndarray, prep: _Prepared) -> np.ndarray:
@@ -144,7 +199,7 @@ def _at_input_rate(result: AlignResult, video: Video, rate: float) -> AlignResul
 
 
 def align_videos(videos: Sequence[Video], prior: Prior, ttt: ml_collections.ConfigDict, *,
-                 seed: int = 0, max_batch: int = 16, use_mesh: bool = True,
+                 seed: int = 0, max_batch: int | None = None, use_mesh: bool = True,
                  progress: Callable[[str], None] | None = None,
                  on_result: Callable[[int, AlignResult], None] | None = None,
                  ) -> tuple[list[AlignResult], AlignTiming]:
@@ -159,7 +214,7 @@ def align_videos(videos: Sequence[Video], prior: Prior, ttt: ml_collections.Conf
       ttt: ``config.ttt`` (window, stride, epochs, lr, weight_decay, lr_decay, loss,
         interp_weight, flip_average).
       seed: base PRNG seed (per-video keys are ``fold_in(seed, video index)``).
-      max_batch: largest K in one call.
+      max_batch: largest K in one call (None or 0: :func:`videos_per_call`).
       use_mesh: shard the video axis over all local devices when there are several.
       progress: optional callback for one-line progress messages; with it every compiled
         call also shows its epochs (``progress.EpochProgress``: a bar on a terminal,
@@ -189,7 +244,7 @@ def align_videos(videos: Sequence[Video], prior: Prior, ttt: ml_collections.Conf
 
 def _align_at_prior_rate(videos: Sequence[Video], params: Any, model_config: dict,
                          ttt: ml_collections.ConfigDict, *, seed: int = 0,
-                         max_batch: int = 16, use_mesh: bool = True,
+                         max_batch: int | None = None, use_mesh: bool = True,
                          progress: Callable[[str], None] | None = None,
                          on_result: Callable[[int, AlignResult], None] | None = None,
                          ) -> tuple[list[AlignResult], AlignTiming]:
@@ -201,7 +256,7 @@ def _align_at_prior_rate(videos: Sequence[Video], params: Any, model_config: dic
       ttt: ``config.ttt`` (window, stride, epochs, lr, weight_decay, lr_decay, loss,
         interp_weight, flip_average).
       seed: base PRNG seed (per-video keys are ``fold_in(seed, video index)``).
-      max_batch: largest K in one call.
+      max_batch: largest K in one call (None or 0: :func:`videos_per_call`).
       use_mesh: shard the video axis over all local devices when there are several.
       progress: optional callback for one-line progress messages.
       on_result: optional ``(video_index, result)`` callback, called as soon as a video's
@@ -226,23 +281,34 @@ def _align_at_prior_rate(videos: Sequence[Video], params: Any, model_config: dic
             if on_result:
                 on_result(i, results[i])
             continue
-        prepared.append(_prepare(i, video, ttt))
+        prepared.append(_prepare(i, video, ttt, model.dim_in))
     mesh = ttt_lib.video_mesh() if use_mesh else None
     multiple = mesh.size if mesh is not None else 1
-    buckets: dict[int, list[_Prepared]] = {}
+    device = jax.local_devices()[0]
+    buckets: dict[tuple[int, int], list[_Prepared]] = {}
     for prep in prepared:
-        buckets.setdefault(prep.windows.shape[0], []).append(prep)
+        buckets.setdefault(prep.windows.shape[:2], []).append(prep)
     timing = AlignTiming()
     cache: dict[tuple[int, int, int], ttt_lib.CompiledTTT] = {}
     base = jax.random.key(seed)
-    for n_windows, group in sorted(buckets.items()):
-        for lo in range(0, len(group), max_batch):
-            chunk = group[lo: lo + max_batch]
+
+    def compiled(shape: tuple[int, int, int]) -> ttt_lib.CompiledTTT:
+        if shape not in cache:
+            cache[shape] = ttt_lib.compile_ttt(model, ttt, params, shape, mesh)
+            timing.compile_s += cache[shape].compile_s
+        return cache[shape]
+
+    for (n_windows, width), group in sorted(buckets.items()):
+        limit = max_batch or videos_per_call(ttt, multiple, device.platform)
+        if not max_batch and limit > multiple:  # fit the memory budget
+            per_video = compiled((multiple, n_windows, width)).bytes // multiple
+            limit = videos_per_call(ttt, multiple, device.platform, per_video,
+                                    device_memory_limit(device))
+        for lo in range(0, len(group), limit):
+            chunk = group[lo: lo + limit]
             k = -(-len(chunk) // multiple) * multiple
-            shape = (k, n_windows, ttt.window)
-            if shape not in cache:
-                cache[shape] = ttt_lib.compile_ttt(model, ttt, params, shape, mesh)
-                timing.compile_s += cache[shape].compile_s
+            shape = (k, n_windows, width)
+            fn = compiled(shape)
             fill = chunk + [chunk[0]] * (k - len(chunk))
             inputs = np.stack([p.windows for p in fill])
             weights = np.stack([p.weights for p in fill])
@@ -252,14 +318,15 @@ def _align_at_prior_rate(videos: Sequence[Video], params: Any, model_config: dic
                 np.array([p.index for p in fill]))
             t0 = time.perf_counter()
             bar = (progress_lib.EpochProgress(ttt.epochs, f"TTT of {len(chunk)} video(s) x "
-                                              f"{n_windows} window(s)", log=progress)
+                                              f"{n_windows} window(s) of {width} frames",
+                                              log=progress)
                    if progress else None)
-            pred, curves, ok = ttt_lib.run_compiled(cache[shape], params, inputs, weights,
+            pred, curves, ok = ttt_lib.run_compiled(fn, params, inputs, weights,
                                                     masks, keys, on_epoch=bar)
             run_s = time.perf_counter() - t0
             timing.run_s += run_s
             timing.buckets.append({"shape": shape, "videos": len(chunk), "run_s": run_s,
-                                   "compile_s": cache[shape].compile_s})
+                                   "compile_s": fn.compile_s, "bytes": fn.bytes})
             for j, prep in enumerate(chunk):
                 video = videos[prep.index]
                 good = bool(ok[j])
@@ -271,6 +338,7 @@ def _align_at_prior_rate(videos: Sequence[Video], params: Any, model_config: dic
                 if on_result:
                     on_result(prep.index, results[prep.index])
             if progress:
-                progress(f"aligned {len(chunk)} video(s) of {n_windows} window(s) in "
-                         f"{run_s:.2f} s (compile {cache[shape].compile_s:.2f} s)")
+                progress(f"aligned {len(chunk)} video(s) of {n_windows} window(s) of {width} "
+                         f"frames in {run_s:.2f} s (compile {fn.compile_s:.2f} s, "
+                         f"{fn.bytes / 2**30:.2f} GiB)")
     return results, timing

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from stride_jax import corrupt, distributed, progress, train_step
+from stride_jax import corrupt, distributed, model_input, progress, train_step
 from stride_jax.interpolate import fill_missing
 from stride_jax.model import DSTFormer
 
@@ -43,10 +43,13 @@ def make_optimizer(ttt: ml_collections.ConfigDict) -> optax.GradientTransformati
 
 
 def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Callable:
-    """``run(params, inputs [N,W,J,3], weights [N,W], frame_mask [N,W], key)``.
+    """``run(params, inputs [N,W,J,C], weights [N,W], frame_mask [N,W], key)``.
 
-    Returns ``(pred [N,W,J,3], loss_curve [epochs], ok [])``: ``ok`` is False when a loss
-    or the prediction is not finite; then ``pred`` is the input (the interpolation) and
+    ``inputs`` are the model inputs (``model_input.make_input``: pseudo-label poses, and
+    with ``model.dim_in = 4`` the detection channel, 0 on padding); the pseudo-labels are
+    their pose channels.  Returns ``(pred [N,W,J,3], loss_curve [epochs], ok [])``: ``ok``
+    is False when a loss or the prediction is not finite; then ``pred`` is the input (the
+    interpolation) and
     the parameters stop at the last finite step.  Each finished epoch is reported to
     ``stride_jax.progress`` from inside the loop unless ``ttt.progress`` is False.
     """
@@ -59,7 +62,8 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
 
     def run(params: Any, inputs: jax.Array, weights: jax.Array, frame_mask: jax.Array,
             key: jax.Array):
-        batch = {"inputs": inputs, "targets": inputs, "mask": weights, "frame_mask": frame_mask}
+        poses = model_input.poses_of(inputs)
+        batch = {"inputs": inputs, "targets": poses, "mask": weights, "frame_mask": frame_mask}
 
         def masked_batch(k: jax.Array) -> dict:
             """Hides random spans of the input and refills them by interpolation (the
@@ -69,7 +73,8 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
                                           ratio=mask_ratio, span_min=span_min,
                                           span_max=span_max, max_frames=model.maxlen)
             hidden = hidden & frame_mask
-            return {**batch, "inputs": fill_missing(inputs, frame_mask & ~hidden),
+            filled = fill_missing(poses, frame_mask & ~hidden)
+            return {**batch, "inputs": model_input.hide(inputs, filled, hidden),
                     "mask": weights * jnp.where(hidden, 1.0, unmasked_weight)}
 
         def body(state, i):
@@ -88,7 +93,7 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
         pred = train_step.predict(model, state["params"], inputs, frame_mask=frame_mask,
                                   flip_average=ttt.flip_average)
         ok = jnp.all(jnp.isfinite(curve)) & jnp.all(jnp.isfinite(pred))
-        return jnp.where(ok, pred, inputs), curve, ok
+        return jnp.where(ok, pred, poses), curve, ok
 
     return run
 
@@ -122,6 +127,7 @@ class CompiledTTT:
     compile_s: float
     shape: tuple[int, int, int]
     sharding: NamedSharding | None = None
+    bytes: int = 0  # peak device memory of one call per device (memory_analysis)
 
 
 def video_mesh() -> Mesh | None:
@@ -147,14 +153,25 @@ def compile_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, params: Any,
         sharding = NamedSharding(mesh, PartitionSpec("videos"))
     args = (
         jax.tree_util.tree_map(lambda p: sds(p.shape, p.dtype), params),
-        sds((k, n, w, joints, 3), jnp.float32, sharding=sharding),
+        sds((k, n, w, joints, model.dim_in), jnp.float32, sharding=sharding),
         sds((k, n, w), jnp.float32, sharding=sharding),
         sds((k, n, w), jnp.bool_, sharding=sharding),
         sds((k,), jax.random.key(0).dtype, sharding=sharding),
     )
     t0 = time.perf_counter()
     compiled = make_batched_ttt(model, ttt).lower(*args).compile()
-    return CompiledTTT(compiled, time.perf_counter() - t0, shape, sharding)
+    return CompiledTTT(compiled, time.perf_counter() - t0, shape, sharding,
+                       peak_bytes(compiled))
+
+
+def peak_bytes(compiled: Any) -> int:
+    """Device memory of one call of a compiled function (``memory_analysis``: arguments,
+    outputs not aliased to donated arguments, and XLA's temporary buffers), per device."""
+    mem = compiled.memory_analysis()
+    if mem is None:
+        return 0
+    return int(mem.argument_size_in_bytes + mem.output_size_in_bytes
+               - mem.alias_size_in_bytes + mem.temp_size_in_bytes)
 
 
 def run_compiled(compiled: CompiledTTT, params: Any, inputs: np.ndarray, weights: np.ndarray,

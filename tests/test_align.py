@@ -48,8 +48,10 @@ def _videos(lengths, seed=0):
 def test_batched_equals_alone_and_loss_decreases(tiny):
     config, _, params = tiny
     videos = _videos([40, 40, 18, 50])  # two share a bucket, one is padded, one is longer
-    batched, timing = align_videos(videos, Prior(params, config.model.to_dict()), config.ttt)
+    batched, timing = align_videos(videos, Prior(params, config.model.to_dict()), config.ttt,
+                                   max_batch=4)
     assert timing.compile_s > 0 and len(timing.buckets) >= 2
+    assert max(b["shape"][0] for b in timing.buckets) == 2  # the two 40-frame videos: vmap
     for video, res in zip(videos, batched):
         alone, _ = align_videos([video], Prior(params, config.model.to_dict()), config.ttt)
         np.testing.assert_allclose(res.refined, alone[0].refined, atol=2e-5)
@@ -59,6 +61,41 @@ def test_batched_equals_alone_and_loss_decreases(tiny):
     longer.epochs, longer.lr = 8, 1e-3
     res, _ = align_videos(videos[:1], Prior(params, config.model.to_dict()), longer)
     assert res[0].loss_curve[-1] < res[0].loss_curve[0]
+
+
+def test_length_buckets_do_not_change_results(tiny):
+    """Short videos get the smallest bucket window that holds them; the result equals
+    the same video padded to the full window (masked attention and losses)."""
+    config, _, params = tiny
+    prior = Prior(params, config.model.to_dict())
+    videos = _videos([8, 15, 40])
+    bucketed = config.ttt.copy_and_resolve_references()
+    bucketed.length_buckets = (9, 18, 81)  # 81 > window 27: never used
+    full = config.ttt.copy_and_resolve_references()
+    full.length_buckets = ()
+    res_b, timing_b = align_videos(videos, prior, bucketed)
+    res_f, timing_f = align_videos(videos, prior, full)
+    assert sorted(b["shape"][1:] for b in timing_b.buckets) == [(1, 9), (1, 18), (3, 27)]
+    assert sorted(b["shape"][1:] for b in timing_f.buckets) == [(1, 27)] * 2 + [(3, 27)]
+    for b, f in zip(res_b, res_f):
+        assert b.ok and f.ok
+        np.testing.assert_allclose(b.refined, f.refined, atol=2e-5)
+
+
+def test_videos_per_call_follows_device_and_memory_budget():
+    from stride_jax.aligner import videos_per_call
+
+    ttt_cfg = cpu.get_config().ttt
+    assert videos_per_call(ttt_cfg, 1, "cpu") == 1  # auto on CPU: one video per call
+    assert videos_per_call(ttt_cfg, 2, "cpu") == 2
+    assert videos_per_call(ttt_cfg, 1, "gpu") == 16
+    # 10 GiB per video on an 80 GiB device: 7 fit with 10 % headroom
+    assert videos_per_call(ttt_cfg, 1, "gpu", 10 * 2**30, 80 * 2**30) == 7
+    ttt_cfg.max_memory_gb = 25.0  # the user's budget wins over the device's
+    assert videos_per_call(ttt_cfg, 1, "gpu", 10 * 2**30, 80 * 2**30) == 2
+    ttt_cfg.max_batch = 1
+    assert videos_per_call(ttt_cfg, 1, "gpu", 10 * 2**30, 80 * 2**30) == 1
+    assert videos_per_call(ttt_cfg, 4, "gpu", 10 * 2**30, 80 * 2**30) == 4  # >= devices
 
 
 @pytest.mark.parametrize("mask_ratio", [0.0, 0.3])
