@@ -25,9 +25,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from stride_jax import model_input
+from stride_jax import model_input, skeleton
 from stride_jax import progress as progress_lib
-from stride_jax import skeleton
 from stride_jax import ttt as ttt_lib
 from stride_jax.checkpoint import Prior
 from stride_jax.data import resample, windows

@@ -116,6 +116,37 @@ def hidden_spans(key: jax.Array, n_windows: int, n_frames: int, *, ratio: float,
     return jax.vmap(one)(jnp.arange(n_windows))
 
 
+def gap_mask(key: jax.Array, batch_shape: tuple[int, ...], n_frames: int, *, gap_min: int,
+             gap_max: int, duty_min: float, duty_max: float) -> jax.Array:
+    """Validity with repeated whole-frame gaps, drawn per sequence (what users send).
+
+    Each sequence draws a gap length ``L`` uniform in ``[gap_min, gap_max]`` frames and a
+    duty ``d`` uniform in ``[duty_min, duty_max]``; its frames (from a random phase) are
+    cut into windows of ``P = max(L + 1, round(L / d))`` frames and each window hides one
+    run of ``L`` frames at a uniform offset, so about ``d`` of the frames are missing.
+    :func:`occlusion_mask` (the evaluation protocol) is the case of fixed ``L`` and ``P``.
+
+    Returns:
+      bool ``batch_shape + (n_frames,)``, False inside the gaps.
+    """
+    if not 1 <= gap_min <= gap_max:
+        raise ValueError(f"need 1 <= gap_min <= gap_max (frames), got {gap_min}, {gap_max}")
+    if not 0.0 < duty_min <= duty_max < 1.0:
+        raise ValueError(f"need 0 < duty_min <= duty_max < 1, got {duty_min}, {duty_max}")
+    k_len, k_duty, k_phase, k_off = jax.random.split(key, 4)
+    length = jax.random.randint(k_len, batch_shape, gap_min, gap_max + 1)
+    duty = jax.random.uniform(k_duty, batch_shape, minval=duty_min, maxval=duty_max)
+    period = jnp.maximum(length + 1, jnp.round(length / duty).astype(length.dtype))
+    phase = jnp.floor(jax.random.uniform(k_phase, batch_shape) * period).astype(length.dtype)
+    u = jnp.arange(n_frames) + phase[..., None]
+    window, pos = u // period[..., None], u % period[..., None]
+    n_windows = n_frames // (gap_min + 1) + 2  # static bound: P >= gap_min + 1, phase < P
+    frac = jax.random.uniform(k_off, batch_shape + (n_windows,))
+    offsets = jnp.floor(frac * (period - length + 1)[..., None]).astype(length.dtype)
+    offset_t = jnp.take_along_axis(offsets, window, axis=-1)
+    return ~((pos >= offset_t) & (pos < offset_t + length[..., None]))
+
+
 def corrupt_for_pretraining(
     key: jax.Array,
     clean: jax.Array,
@@ -128,6 +159,15 @@ def corrupt_for_pretraining(
     scale_std: float = 0.03,
     outlier_prob: float = 0.005,
     outlier_std: float = 0.15,
+    gap_prob: float = 0.0,
+    protocol_prob: float = 0.0,
+    gap_s: tuple[float, float] = (0.5, 2.0),
+    gap_duty: tuple[float, float] = (0.25, 0.6),
+    depth_std: float = 0.0,
+    swap_prob: float = 0.0,
+    fps: float = 30.0,
+    protocol_s: tuple[float, float] = (3.2, 1.6),
+    per_joint: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """BERT-style corruption of clean clips, filled like test-time pseudo-labels.
 
@@ -140,6 +180,17 @@ def corrupt_for_pretraining(
     probability ``joint_mask_ratio``) — and finally :func:`fill_missing` over the masked
     entries, so the prior learns to map interpolated noisy input to clean motion.
 
+    Occlusion pattern, drawn per sequence: with probability ``protocol_prob`` the
+    evaluation protocol (:func:`occlusion_mask`: one ``protocol_s[1]`` s gap in every
+    ``protocol_s[0]`` s window, ``config.simulator``), with probability ``gap_prob``
+    repeated whole-frame gaps of ``gap_s`` seconds hiding a ``gap_duty`` fraction of the
+    frames (:func:`gap_mask`), otherwise the random spans above (``frame_mask_ratio``).
+    Joint masks and noise apply in every case.  A sequence left with no visible frame
+    (gaps longer than a short clip) gets its first frame back.  Estimator-like errors
+    (as :func:`simulate_estimator`): left/right swaps (``swap_prob``) before the scale
+    error and a per-frame depth shift (``depth_std``) after it.  With every new option
+    at its default the output is bit-identical to the spans-only corruption.
+
     Args:
       key: PRNG key.
       clean: ``[..., T, 17, 3]`` clean poses (metres, camera axes).
@@ -151,16 +202,34 @@ def corrupt_for_pretraining(
       scale_std: std of the per-frame relative scale error.
       outlier_prob: probability that a joint gets an outlier offset.
       outlier_std: per-coordinate std of outlier offsets (metres).
+      gap_prob: probability of the repeated-gaps pattern for a sequence.
+      protocol_prob: probability of the evaluation-protocol pattern for a sequence
+        (``gap_prob + protocol_prob <= 1``).
+      gap_s: ``(shortest, longest)`` gap of the repeated-gaps pattern (seconds).
+      gap_duty: ``(lowest, highest)`` fraction of frames the repeated gaps hide.
+      depth_std: std of the per-frame depth (z) shift of the whole pose (metres).
+      swap_prob: per-pair, per-frame left/right swap probability.
+      fps: frame rate of ``clean`` (converts ``gap_s`` and ``protocol_s`` to frames).
+      protocol_s: ``(occ_window_s, occ_span_s)`` of the evaluation protocol.
+      per_joint: return joint validity ``[..., T, 17]`` (joint masks included).
 
     Returns:
       ``(noisy, valid)``: filled noisy poses ``[..., T, 17, 3]`` and the frame
-      validity ``bool [..., T]`` (False inside occlusion spans; joint masks are
-      not reported).
+      validity ``bool [..., T]`` (False on hidden frames; joint masks are not
+      reported), or with ``per_joint`` the joint validity ``bool [..., T, 17]``
+      (False on every in-filled entry).
     """
     clean = jnp.asarray(clean)
     skeleton.check_poses(clean, "clean", min_frames=1)
-    _check_nonneg(noise_std=noise_std, scale_std=scale_std, outlier_std=outlier_std)
-    _check_prob(joint_mask_ratio=joint_mask_ratio, outlier_prob=outlier_prob)
+    _check_nonneg(noise_std=noise_std, scale_std=scale_std, outlier_std=outlier_std,
+                  depth_std=depth_std)
+    _check_prob(joint_mask_ratio=joint_mask_ratio, outlier_prob=outlier_prob,
+                gap_prob=gap_prob, protocol_prob=protocol_prob, swap_prob=swap_prob)
+    if gap_prob + protocol_prob > 1.0:
+        raise ValueError(f"gap_prob + protocol_prob must be <= 1, got {gap_prob} + "
+                         f"{protocol_prob}")
+    if fps <= 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
     if not 0.0 <= frame_mask_ratio < 1.0:
         raise ValueError(f"frame_mask_ratio must be in [0, 1), got {frame_mask_ratio}")
     if not 1 <= span_min <= span_max:
@@ -169,8 +238,16 @@ def corrupt_for_pretraining(
     n_masked = min(int(round(frame_mask_ratio * n_frames)), n_frames - 1)
     k_scale, k_noise, k_out, k_span, k_joint = jax.random.split(key, 5)
 
-    scale = 1.0 + scale_std * jax.random.normal(k_scale, batch + (n_frames,), clean.dtype)
-    noisy = _scale_root_relative(clean, scale)
+    # Keys of the options added later derive from fold_in, so the defaults draw as before.
+    k_mode, k_gap, k_proto, k_swap, k_depth = jax.random.split(jax.random.fold_in(key, 1), 5)
+    frame_shape = batch + (n_frames,)
+
+    noisy = swap_left_right(k_swap, clean, swap_prob) if swap_prob > 0 else clean
+    scale = 1.0 + scale_std * jax.random.normal(k_scale, frame_shape, clean.dtype)
+    noisy = _scale_root_relative(noisy, scale)
+    if depth_std > 0:
+        depth = depth_std * jax.random.normal(k_depth, frame_shape, clean.dtype)
+        noisy = noisy.at[..., 2].add(depth[..., None])
     noisy = noisy + noise_std * jax.random.normal(k_noise, clean.shape, clean.dtype)
     noisy = _outliers(k_out, noisy, outlier_prob, outlier_std)
 
@@ -180,9 +257,22 @@ def corrupt_for_pretraining(
     for _ in batch:
         span_fn = jax.vmap(span_fn)
     valid = ~span_fn(span_keys)
+    if gap_prob > 0 or protocol_prob > 0:
+        mode = jax.random.uniform(k_mode, batch)[..., None]
+        if gap_prob > 0:
+            lo, hi = (max(1, int(round(s * fps))) for s in gap_s)
+            gaps = gap_mask(k_gap, batch, n_frames, gap_min=lo, gap_max=hi,
+                            duty_min=gap_duty[0], duty_max=gap_duty[1])
+            valid = jnp.where(mode < protocol_prob + gap_prob, gaps, valid)
+        if protocol_prob > 0:
+            window, span = (int(round(s * fps)) for s in protocol_s)
+            proto = occlusion_mask(k_proto, batch, n_frames, window=window, span=span)
+            valid = jnp.where(mode < protocol_prob, proto, valid)
+        first = jnp.arange(n_frames) == 0
+        valid = valid | (first & ~valid.any(axis=-1, keepdims=True))
     joint_masked = jax.random.bernoulli(k_joint, joint_mask_ratio, clean.shape[:-1])
     joint_valid = valid[..., None] & ~joint_masked
-    return fill_missing(noisy, joint_valid), valid
+    return fill_missing(noisy, joint_valid), joint_valid if per_joint else valid
 
 
 def occlusion_mask(

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from stride_jax.attention import attention
+from stride_jax.model_input import check_dim_in
 
 _LN_EPS = 1e-6  # MotionBERT builds every LayerNorm with eps=1e-6.
 _dense_init = nn.initializers.truncated_normal(stddev=0.02)
@@ -207,6 +208,8 @@ class DSTFormer(nn.Module):
     ``residual=True`` (our CPU prior; MotionBERT has no such option) adds the input to
     the head's output, so the untrained model starts at the identity and learns
     corrections: it reaches a useful denoiser with far less data and compute.
+    ``dim_in=4`` takes a validity channel after the 3 pose channels
+    (``stride_jax.model_input``); the output and the residual stay the 3 pose channels.
     """
 
     dim_in: int = 3
@@ -228,7 +231,7 @@ class DSTFormer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True,
                  frame_mask: jax.Array | None = None) -> jax.Array:
-        """``x [B,T,J,3]`` -> ``[B,T,J,3]``; ``frame_mask [B,T]`` hides padded frames.
+        """``x [B,T,J,dim_in]`` -> ``[B,T,J,3]``; ``frame_mask [B,T]`` hides padded frames.
 
         With a ``frame_mask`` no frame attends to a masked frame, so the outputs at
         unmasked frames equal those of the unpadded sequence (up to the temporal
@@ -270,7 +273,7 @@ class DSTFormer(nn.Module):
             h = jnp.tanh(_dense(self.dim_rep, "pre_logits_fc", self.dtype)(h))
         out = _dense(self.dim_out, "head", self.dtype)(h).astype(jnp.float32)
         if self.residual:  # predict a correction of the input (not in MotionBERT)
-            out = out + x.astype(jnp.float32)
+            out = out + x[..., :self.dim_out].astype(jnp.float32)  # pose channels only
         return out
 
 
@@ -288,6 +291,7 @@ def build_model(model_config: ml_collections.ConfigDict | dict) -> DSTFormer:
     unknown = set(cfg) - allowed
     if unknown:
         raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+    check_dim_in(cfg.get("dim_in", 3))
     return DSTFormer(dtype=dtype, **cfg)
 
 

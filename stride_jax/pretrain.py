@@ -39,7 +39,16 @@ import optax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from stride_jax import checkpoint, corrupt, distributed, files, logs, metrics, train_step
+from stride_jax import (
+    checkpoint,
+    corrupt,
+    distributed,
+    files,
+    logs,
+    metrics,
+    model_input,
+    train_step,
+)
 from stride_jax.data import augment, dataset, windows
 from stride_jax.data.prefetch import Prefetcher
 from stride_jax.evalset import EvalSet, make_eval_set
@@ -66,8 +75,18 @@ EVAL_FIELDS = ("step", "val_mpjpe_occluded_input", "val_mpjpe_occluded_frames",
 
 
 def augment_clips(key: jax.Array, world: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
-    """World clips ``[B,T,17,3]`` -> root-relative camera-space targets (bone scale, view, flip)."""
+    """World clips ``[B,T,17,3]`` -> root-relative camera-space targets.
+
+    In order: time reversal (``cfg.reverse_prob``), body-part mixing between clips of the
+    batch (``cfg.mix_prob``), bone scale, camera view, mirror.
+    """
     k_bone, k_view, k_flip = jax.random.split(key, 3)
+    # Later options draw from fold_in keys, so at probability 0 the draws are as before.
+    k_rev, k_mix = jax.random.split(jax.random.fold_in(key, 1))
+    if cfg.get("reverse_prob", 0.0) > 0:
+        world = augment.random_reverse(k_rev, world, cfg.reverse_prob)
+    if cfg.get("mix_prob", 0.0) > 0:
+        world = augment.random_mix(k_mix, world, cfg.mix_prob)
     world = augment.scale_bones(k_bone, world, std=cfg.bone_scale_std)
     cam = augment.random_view(k_view, world, pitch_max_rad=np.deg2rad(cfg.pitch_max_deg))
     flip = jax.random.bernoulli(k_flip, cfg.mirror_prob, (world.shape[0], 1, 1, 1))
@@ -75,19 +94,54 @@ def augment_clips(key: jax.Array, world: jax.Array, cfg: ml_collections.ConfigDi
     return augment.root_relative(cam)
 
 
+def make_batch_fn(config: ml_collections.ConfigDict, dim_in: int):
+    """``batch(k_aug, k_corrupt, world) -> {"inputs", "targets"[, "mask"]}``: one
+    pretraining batch.
+
+    Targets are the augmented clean clips (:func:`augment_clips`); the model sees them
+    corrupted (:func:`corruption_settings`) plus, with ``dim_in = 4``, which joints were
+    hidden and in-filled (0) or kept (1); ``mask`` weights hidden joints by
+    ``config.pretrain.hidden_weight`` (absent at the default 1: every entry counts once).
+    """
+    corrupt_cfg = corruption_settings(config)
+    hidden_weight = float(config.pretrain.get("hidden_weight", 1.0))
+    if hidden_weight < 0:
+        raise ValueError(f"config.pretrain.hidden_weight must be >= 0, got {hidden_weight}")
+    model_input.check_dim_in(dim_in)
+
+    def batch_fn(k_aug: jax.Array, k_cor: jax.Array, world: jax.Array) -> dict[str, jax.Array]:
+        target = augment_clips(k_aug, world, config.pretrain)
+        noisy, valid = corrupt.corrupt_for_pretraining(k_cor, target, per_joint=True,
+                                                       **corrupt_cfg)
+        inputs = model_input.make_input(augment.root_relative(noisy), valid, dim_in)
+        batch = {"inputs": inputs, "targets": target}
+        if hidden_weight != 1.0:
+            batch["mask"] = jnp.where(valid, 1.0, hidden_weight)
+        return batch
+
+    return batch_fn
+
+
 def make_update(config: ml_collections.ConfigDict, model, optimizer):
-    """Jitted ``update(state, world_clips, rng) -> (state, metrics)`` with donated state."""
+    """Jitted ``update(state, world_clips, rng) -> (state, metrics)`` with donated state
+    (the batch from :func:`make_batch_fn`)."""
     step = train_step.make_step(model, config.pretrain.loss, optimizer, train=True)
-    corrupt_cfg = dict(config.pretrain.corrupt)
+    batch_fn = make_batch_fn(config, model.dim_in)
 
     def update(state, world, rng):
         k_aug, k_cor, k_drop = jax.random.split(rng, 3)
-        target = augment_clips(k_aug, world, config.pretrain)
-        noisy, _ = corrupt.corrupt_for_pretraining(k_cor, target, **corrupt_cfg)
-        batch = {"inputs": augment.root_relative(noisy), "targets": target}
+        batch = batch_fn(k_aug, k_cor, world)
         return step(state, batch, k_drop)
 
     return jax.jit(update, donate_argnums=0)
+
+
+def corruption_settings(config: ml_collections.ConfigDict) -> dict:
+    """``config.pretrain.corrupt`` plus the frame rate and the evaluation protocol's
+    window/span (``config.simulator``) for ``corrupt.corrupt_for_pretraining``."""
+    sim = config.simulator
+    return {**dict(config.pretrain.corrupt), "fps": float(config.fps),
+            "protocol_s": (float(sim["occ_window_s"]), float(sim["occ_span_s"]))}
 
 
 def evaluate_prior(model, params: Any, evalset: EvalSet, batch_size: int, *,
@@ -108,6 +162,7 @@ def evaluate_prior(model, params: Any, evalset: EvalSet, batch_size: int, *,
     clean = augment.root_relative(jnp.asarray(evalset.clean))
     valid = jnp.asarray(evalset.valid)
     interp = augment.root_relative(fill_missing(jnp.asarray(evalset.observed), valid))
+    dim_in = model.dim_in
 
     def run(inputs):
         n = inputs.shape[0]
@@ -118,12 +173,13 @@ def evaluate_prior(model, params: Any, evalset: EvalSet, batch_size: int, *,
         return jnp.asarray(np.concatenate(out)[:n])
 
     occ = ~valid
-    err_occ = metrics.mpjpe(run(interp), clean)
+    err_occ = metrics.mpjpe(run(model_input.make_input(interp, valid, dim_in)), clean)
+    err_clean = metrics.mpjpe(run(model_input.make_input(clean, None, dim_in)), clean)
     err_interp = metrics.mpjpe(interp, clean)
     return {
         "val_mpjpe_occluded_input": float(err_occ.mean()),
         "val_mpjpe_occluded_frames": float(metrics.masked_mean(err_occ, occ)),
-        "val_mpjpe_clean_input": float(metrics.mpjpe(run(clean), clean).mean()),
+        "val_mpjpe_clean_input": float(err_clean.mean()),
         "val_interp_mpjpe": float(err_interp.mean()),
         "val_interp_occluded_frames": float(metrics.masked_mean(err_interp, occ)),
     }
@@ -145,6 +201,24 @@ def init_sharded_state(config: ml_collections.ConfigDict, model, optimizer,
     shardings = distributed.state_shardings(abstract, mesh,
                                             fsdp=bool(config.pretrain.get("fsdp", False)))
     return jax.jit(init, out_shardings=shardings)(), abstract, shardings
+
+
+def warm_start_params(prior_dir: str | os.PathLike, abstract_params: Any,
+                      shardings: Any) -> Any:
+    """A prior's params placed like a fresh run's (``config.pretrain.init_from``).
+
+    A 3-channel prior going into a ``dim_in=4`` model gets a zero validity row
+    (``model_input.adapt_params``: the widened model starts equal to the prior).
+
+    Raises:
+      ValueError: the prior's parameters differ from the model's in structure or in any
+        other shape (the message names the parameter and both shapes); ``CheckpointError``
+        when the prior is missing or damaged.
+    """
+    prior = checkpoint.load_prior(prior_dir)
+    params = model_input.adapt_params(prior.params, abstract_params,
+                                      source=f"init_from prior {prior_dir}")
+    return jax.tree_util.tree_map(distributed.full_to_global, params, shardings)
 
 
 def make_sharded_update(config: ml_collections.ConfigDict, model, optimizer,
@@ -282,11 +356,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     start, best = 0, float("inf")
     target = distributed.with_shardings(abstract, shardings)
     restored = ckpts.restore_latest(target)
+    init_from = str(pcfg.get("init_from", "") or "")
     if restored is not None:
         start, state, extra = restored
         sampler.load_state_dict(extra["sampler"])
         best = float(extra.get("best_val", best))
-        logging.info("resumed from step %d in %s", start, workdir)
+        logging.info("resumed from step %d in %s%s", start, workdir,
+                     f" (config.pretrain.init_from={init_from} ignored: the run's own "
+                     "checkpoint wins)" if init_from else "")
+    elif init_from:
+        state = {**state, "params": warm_start_params(init_from, abstract["params"],
+                                                      shardings["params"])}
+        logging.info("fresh run: params warm-started from the prior %s "
+                     "(config.pretrain.init_from)", init_from)
+    else:
+        logging.info("fresh run: params randomly initialised (seed %d)", config.seed)
     train_log = _CsvLog(workdir / "metrics.csv", TRAIN_FIELDS, start, primary)
     eval_log = _CsvLog(workdir / "eval.csv", EVAL_FIELDS, start, primary)
     update = make_sharded_update(config, model, optimizer, mesh, shardings)

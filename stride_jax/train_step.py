@@ -1,7 +1,8 @@
 """The one optimisation step shared by pretraining and test-time alignment.
 
 ``make_step`` builds ``step(state, batch, rng) -> (state, metrics)`` where ``state`` is a
-plain ``{"params", "opt"}`` pytree and ``batch`` holds ``inputs`` (what the model sees),
+plain ``{"params", "opt"}`` pytree and ``batch`` holds ``inputs`` (what the model sees:
+``model_input.make_input`` of poses and, with ``model.dim_in = 4``, their validity),
 ``targets`` (clean poses in pretraining, pseudo-labels at test time), optionally ``mask``
 (loss weight per frame ``[B,T]`` or joint ``[B,T,J]``) and ``frame_mask`` (bool ``[B,T]``,
 False on padding, which the model's temporal attention then ignores).  Pretraining jits it
@@ -17,7 +18,7 @@ from typing import Any
 import jax
 import optax
 
-from stride_jax import losses
+from stride_jax import losses, model_input
 from stride_jax.data import augment
 from stride_jax.model import DSTFormer
 
@@ -74,13 +75,16 @@ def make_step(model: DSTFormer, loss_weights: Mapping[str, float],
 
 def predict(model: DSTFormer, params: Any, inputs: jax.Array, *,
             frame_mask: jax.Array | None = None, flip_average: bool = False) -> jax.Array:
-    """Model prediction ``[B,T,J,3] -> [B,T,J,3]``, optionally averaged with the mirrored one.
+    """Model prediction ``[B,T,J,C] -> [B,T,J,3]``, optionally averaged with the mirrored one.
 
-    Mirroring (``augment.mirror``: x -> -x, left/right joints swapped) on the way in and
-    again on the way out, as MotionBERT's flip test-time augmentation.
+    ``inputs`` come from ``model_input.make_input`` (C = ``model.dim_in``).  Mirroring
+    (``augment.mirror``: x -> -x, left/right joints swapped; a validity channel follows its
+    joints) on the way in and again on the way out, as MotionBERT's flip test-time
+    augmentation.
     """
     pred = model.apply({"params": params}, inputs, frame_mask=frame_mask)
     if not flip_average:
         return pred
-    flipped = model.apply({"params": params}, augment.mirror(inputs), frame_mask=frame_mask)
+    flipped = model.apply({"params": params}, model_input.mirror_input(inputs),
+                          frame_mask=frame_mask)
     return 0.5 * (pred + augment.mirror(flipped))

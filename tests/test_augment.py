@@ -136,3 +136,53 @@ class TestSpeedChange:
     def test_bad_factor(self):
         with pytest.raises(ValueError, match="factor"):
             augment.speed_change(np.zeros((3, 17, 3)), 0.0)
+
+
+class TestReverseAndMix:
+    def test_reverse_twice_is_identity_and_by_hand(self):
+        x = _world(30, 2, 7)
+        r = jax.jit(augment.reverse_time)(x)
+        np.testing.assert_array_equal(r[:, 0], x[:, -1])
+        np.testing.assert_array_equal(augment.reverse_time(r), x)
+        picked = jax.jit(functools.partial(augment.random_reverse, prob=0.5))(
+            jax.random.key(0), _world(31, 400, 3))
+        flipped = np.all(np.asarray(picked)[:, 0] == _world(31, 400, 3)[:, -1], axis=(-1, -2))
+        assert flipped.mean() == pytest.approx(0.5, abs=0.08)
+        with pytest.raises(ValueError, match="probability"):
+            augment.random_reverse(jax.random.key(0), x, 1.5)
+
+    def test_mix_keeps_lower_body_and_upper_bones(self):
+        a, b = _world(32, 3, 6), _world(33, 3, 6)
+        mixed = np.asarray(jax.jit(augment.mix_body_parts)(a, b))
+        lower = list(augment.LOWER_BODY)
+        np.testing.assert_array_equal(mixed[..., lower, :], a[..., lower, :])
+        upper_bones = [k for k, (p, c) in enumerate(skeleton.BONES) if c not in lower]
+        assert len(upper_bones) == 10  # pelvis-spine, spine-thorax, neck, head, 2 x 3 arm
+        np.testing.assert_allclose(_bone_lengths(mixed)[..., upper_bones],
+                                   _bone_lengths(b)[..., upper_bones], rtol=1e-5)
+        # The upper body is b's, turned about the vertical only: heights above the pelvis
+        # and the torso's heading relative to the hips are b's.
+        up = [j for j in range(17) if j not in lower]
+        np.testing.assert_allclose(mixed[..., up, 1] - mixed[..., :1, 1],
+                                   b[..., up, 1] - b[..., :1, 1], atol=1e-5)
+
+        def rel_heading(x, j):  # heading of joint j's offset from the pelvis minus the hips'
+            v = x[..., j, :] - x[..., 0, :]
+            h = x[..., 4, :] - x[..., 1, :]
+            d = np.arctan2(v[..., 0], v[..., 2]) - np.arctan2(h[..., 0], h[..., 2])
+            return np.angle(np.exp(1j * d))
+        np.testing.assert_allclose(rel_heading(mixed, 11), rel_heading(b, 11), atol=1e-4)
+        np.testing.assert_allclose(augment.mix_body_parts(a, a), a, atol=1e-5)
+
+    def test_random_mix_probability(self):
+        x = _world(34, 64, 4)
+        none = augment.random_mix(jax.random.key(1), x, 0.0)
+        np.testing.assert_array_equal(none, x)
+        allmix = np.asarray(jax.jit(functools.partial(augment.random_mix, prob=1.0))(
+            jax.random.key(2), x))
+        np.testing.assert_array_equal(allmix[..., list(augment.LOWER_BODY), :],
+                                      x[..., list(augment.LOWER_BODY), :])
+        changed = np.any(np.abs(allmix - x) > 1e-5, axis=(-1, -2, -3))
+        assert changed.mean() > 0.9  # all but the clips the permutation maps to themselves
+        with pytest.raises(ValueError, match="batch"):
+            augment.random_mix(jax.random.key(0), x[0], 1.0)

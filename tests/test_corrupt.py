@@ -195,3 +195,84 @@ class TestHiddenSpans:
             corrupt.hidden_spans(jax.random.key(0), 1, 10, ratio=1.0, span_min=1, span_max=2)
         with pytest.raises(ValueError, match="span_min"):
             corrupt.hidden_spans(jax.random.key(0), 1, 10, ratio=0.1, span_min=3, span_max=2)
+
+
+class TestOcclusionPatterns:
+    """Repeated whole-frame gaps, the evaluation protocol, their mixture, estimator noise."""
+
+    def test_gap_mask_lengths_and_duty(self):
+        valid = np.asarray(corrupt.gap_mask(jax.random.key(0), (200,), 120, gap_min=10,
+                                            gap_max=10, duty_min=0.5, duty_max=0.5))
+        assert valid.shape == (200, 120)
+        assert (~valid).mean() == pytest.approx(0.5, abs=0.03)
+        for row in ~valid[:50]:
+            for start, n in _runs(row):
+                if 0 < start and start + n < row.size:  # runs cut by the clip ends are shorter
+                    assert n in (10, 20), n  # one gap, or two touching across windows
+        varied = np.asarray(corrupt.gap_mask(jax.random.key(1), (400,), 243, gap_min=15,
+                                             gap_max=60, duty_min=0.25, duty_max=0.6))
+        per_seq = (~varied).mean(-1)
+        assert 0.38 < per_seq.mean() < 0.47 and per_seq.min() < 0.3 and per_seq.max() > 0.5
+        with pytest.raises(ValueError, match="duty"):
+            corrupt.gap_mask(jax.random.key(0), (1,), 10, gap_min=1, gap_max=2, duty_min=0.5,
+                             duty_max=1.0)
+        with pytest.raises(ValueError, match="gap_min"):
+            corrupt.gap_mask(jax.random.key(0), (1,), 10, gap_min=3, gap_max=2, duty_min=0.5,
+                             duty_max=0.5)
+
+    def test_protocol_clips_follow_the_simulator(self):
+        clean = _clean(20, 6, 96)
+        cfg = dict(_QUIET, protocol_prob=1.0, fps=10.0, protocol_s=(3.2, 1.6))
+        noisy, valid = _corrupt(jax.random.key(20), clean, **cfg)
+        valid = np.asarray(valid)
+        for row in valid.reshape(6, 3, 32):
+            for window in row:
+                runs = _runs(~window)
+                assert len(runs) == 1 and runs[0][1] == 16
+        np.testing.assert_allclose(noisy, fill_missing(clean, valid), atol=1e-6)
+
+    def test_mixture_probabilities_and_short_clips(self):
+        # frame_mask_ratio 0: only gap / protocol clips have hidden frames.
+        cfg = dict(_QUIET, gap_prob=0.5, protocol_prob=0.25, fps=30.0)
+        _, valid = _corrupt(jax.random.key(21), _clean(21, 400, 200), **cfg)
+        occluded = (~np.asarray(valid)).any(-1)
+        assert occluded.mean() == pytest.approx(0.75, abs=0.06)
+        # 2 s gaps in 27-frame clips: every clip keeps a visible frame.
+        cfg = dict(_QUIET, gap_prob=1.0, gap_s=(2.0, 2.0), gap_duty=(0.9, 0.95), fps=30.0)
+        noisy, valid = _corrupt(jax.random.key(22), _clean(22, 64, 27), **cfg)
+        assert np.asarray(valid).any(-1).all() and np.isfinite(np.asarray(noisy)).all()
+
+    def test_per_joint_validity_and_estimator_noise(self):
+        clean = _clean(23, 8, 60)
+        cfg = dict(_QUIET, frame_mask_ratio=0.3, joint_mask_ratio=0.1, per_joint=True)
+        noisy, joint_valid = _corrupt(jax.random.key(23), clean, **cfg)
+        _, frame_valid = _corrupt(jax.random.key(23), clean, **dict(cfg, per_joint=False))
+        joint_valid, frame_valid = np.asarray(joint_valid), np.asarray(frame_valid)
+        assert joint_valid.shape == (8, 60, 17) and (~frame_valid).mean() == pytest.approx(0.3)
+        assert not joint_valid[~frame_valid].any()  # hidden frames: no joint valid
+        assert (~joint_valid[frame_valid]).mean() == pytest.approx(0.1, abs=0.02)
+        np.testing.assert_allclose(noisy, fill_missing(clean, joint_valid), atol=1e-6)
+        # Depth shift: per frame, z only.
+        obs, _ = _corrupt(jax.random.key(24), clean, **dict(_QUIET, depth_std=0.03))
+        diff = np.asarray(obs) - clean
+        np.testing.assert_allclose(diff[..., :2], 0.0, atol=1e-6)
+        np.testing.assert_allclose(diff[..., 2], diff[..., :1, 2].repeat(17, -1), atol=1e-6)
+        assert np.std(diff[..., 0, 2]) == pytest.approx(0.03, rel=0.3)
+        swapped, _ = _corrupt(jax.random.key(25), clean, **dict(_QUIET, swap_prob=1.0))
+        np.testing.assert_allclose(swapped, clean[..., skeleton.MIRROR, :], atol=1e-6)
+
+    def test_new_options_at_defaults_change_nothing(self):
+        clean = _clean(26, 3, 50)
+        cfg = dict(joint_mask_ratio=0.05, frame_mask_ratio=0.4, span_min=5, span_max=20)
+        base = _corrupt(jax.random.key(26), clean, **cfg)
+        explicit = _corrupt(jax.random.key(26), clean, **dict(
+            cfg, gap_prob=0.0, protocol_prob=0.0, depth_std=0.0, swap_prob=0.0, fps=25.0))
+        np.testing.assert_array_equal(base[0], explicit[0])
+        np.testing.assert_array_equal(base[1], explicit[1])
+
+    def test_bad_mixture(self):
+        clean = _clean(27, 2, 30)
+        with pytest.raises(ValueError, match="gap_prob \\+ protocol_prob"):
+            corrupt_for_pretraining(jax.random.key(0), clean, gap_prob=0.7, protocol_prob=0.5)
+        with pytest.raises(ValueError, match="swap_prob"):
+            corrupt_for_pretraining(jax.random.key(0), clean, swap_prob=1.5)

@@ -176,6 +176,76 @@ def random_view(
     return world_to_camera(random_yaw(k_yaw, world), pitch_rad=pitch, distance=distance)
 
 
+# Body-part mixing: the lower body (pelvis, hips, knees, ankles) of one clip, the rest
+# (spine, thorax, neck, head, arms) of another.
+LOWER_BODY: tuple[int, ...] = tuple(skeleton.JOINT_INDEX[n] for n in (
+    "pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle"))
+_UPPER = np.array([j not in LOWER_BODY for j in range(skeleton.NUM_JOINTS)])
+
+
+def _per_sequence_choice(key: jax.Array, prob: float, batch_shape: tuple[int, ...]) -> jax.Array:
+    if not 0.0 <= prob <= 1.0:
+        raise ValueError(f"probability must be in [0, 1], got {prob}")
+    return jax.random.bernoulli(key, prob, batch_shape)[..., None, None, None]
+
+
+def reverse_time(poses: jax.Array) -> jax.Array:
+    """Plays ``[..., T, 17, 3]`` backwards (frame ``t`` becomes ``T - 1 - t``)."""
+    poses = jnp.asarray(poses)
+    skeleton.check_poses(poses)
+    return jnp.flip(poses, axis=-3)
+
+
+def random_reverse(key: jax.Array, poses: jax.Array, prob: float) -> jax.Array:
+    """:func:`reverse_time` of each sequence with probability ``prob``."""
+    poses = jnp.asarray(poses)
+    skeleton.check_poses(poses)
+    return jnp.where(_per_sequence_choice(key, prob, poses.shape[:-3]), reverse_time(poses),
+                     poses)
+
+
+def _facing(world: jax.Array) -> jax.Array:
+    """Per-frame heading (radians, about the vertical axis) of the left-minus-right hip."""
+    hips = world[..., skeleton.JOINT_INDEX["l_hip"], :] - world[..., skeleton.JOINT_INDEX[
+        "r_hip"], :]
+    return jnp.arctan2(hips[..., 0], hips[..., 2])
+
+
+def mix_body_parts(lower: jax.Array, upper: jax.Array) -> jax.Array:
+    """A clip with the lower body of ``lower`` and the upper body of ``upper``.
+
+    Both are ``[..., T, 17, 3]`` Y-up world poses of the same shape.  Pelvis, hips, knees
+    and ankles (``LOWER_BODY``) are ``lower``'s unchanged; the spine, thorax, neck, head
+    and arms are ``upper``'s, re-rooted at ``lower``'s pelvis (so ``upper``'s
+    pelvis-to-spine bone attaches there) and turned per frame about the vertical axis
+    by the difference of the two clips' hip headings, so the torso keeps its twist
+    relative to the hips.  Every bone of ``upper``'s upper body keeps its length.
+    """
+    lower, upper = jnp.asarray(lower), jnp.asarray(upper)
+    skeleton.check_poses(lower, "lower")
+    skeleton.check_poses(upper, "upper", like=lower)
+    turn = (_facing(lower) - _facing(upper))[..., None]  # [..., T, 1]
+    c, s = jnp.cos(turn), jnp.sin(turn)
+    x, y, z = jnp.moveaxis(upper - upper[..., :1, :], -1, 0)
+    rel = jnp.stack([c * x + s * z, y, -s * x + c * z], axis=-1)  # rotate_yaw's convention
+    moved = lower[..., :1, :] + rel
+    return jnp.where(jnp.asarray(_UPPER)[:, None], moved, lower)
+
+
+def random_mix(key: jax.Array, world: jax.Array, prob: float) -> jax.Array:
+    """Body-part mixing within a batch ``[B, T, 17, 3]``: with probability ``prob`` clip
+    ``i`` gets the upper body of clip ``perm[i]`` (a random permutation of the batch;
+    :func:`mix_body_parts`), otherwise it is unchanged."""
+    world = jnp.asarray(world)
+    skeleton.check_poses(world, "world")
+    if world.ndim != 4:
+        raise ValueError(f"world must be a batch [B, T, 17, 3], got {world.shape}")
+    k_pick, k_perm = jax.random.split(key)
+    partner = world[jax.random.permutation(k_perm, world.shape[0])]
+    return jnp.where(_per_sequence_choice(k_pick, prob, world.shape[:1]),
+                     mix_body_parts(world, partner), world)
+
+
 def speed_change(positions: np.ndarray, factor: float) -> np.ndarray:
     """Resamples a sequence in time by linear interpolation (numpy, host side).
 
