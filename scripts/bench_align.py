@@ -16,11 +16,15 @@ process:
   weights, steps and windows) looped over ``min(K, --torch_max_k)`` videos and scaled
   linearly to K (marked ``*`` / ``torch_extrapolated``).
 
-FLOPs are XLA's ``cost_analysis`` of one video's TTT step x epochs + its final prediction,
-x K (XLA counts a scan body once, so the compiled TTT's own count is only recorded, as
-``xla_flops_scan_body_once``), divided by run time and by a measured dense fp32 matmul
-rate on the same device (the roofline fraction); PyTorch gets the same FLOP count.  Writes
-``bench_align.json`` and ``bench_align.png`` (time vs K; time vs T) to ``--out``.
+FLOPs are analytic (``stride_jax.flops.ttt_flops``: the model's matmuls, epochs x a
+training step + the final prediction, x K; XLA's ``cost_analysis`` counts a scan body once,
+so its figure is only recorded, as ``xla_flops_scan_body_once``), divided by run time and
+by a measured dense fp32 matmul rate on the same device (the roofline fraction); PyTorch
+gets the same FLOP count.  Peak memory per call (``memory_analysis``: arguments, outputs,
+XLA temporaries) is reported for the vmap call of K videos and the one-video call of the
+loop.  ``--cpu_devices N`` splits the CPU into N JAX devices (K sharded over them, one
+per core) instead of one device with intra-op threads.  Writes ``bench_align.json`` and
+``bench_align.png`` (time vs K; time vs T) to ``--out``.
 Exit code 2 when ``--device gpu`` has no GPU.
 """
 
@@ -38,7 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from stride_jax import convert, train_step
+from stride_jax import convert, flops
 from stride_jax import ttt as ttt_lib
 from stride_jax.data import windows
 from stride_jax.model import DSTFormer, build_model, count_params, init_params
@@ -49,7 +53,8 @@ COLUMNS = (("K", "K"), ("T", "T"), ("windows", "NxW"), ("compile_s", "compile_s"
            ("torch_per_video_s", "torch/vid"), ("vmap_over_torch", "vmap/torch"),
            ("loop_over_torch", "loop/torch"), ("loop_over_vmap", "loop/vmap"),
            ("vmap_gflops_per_s", "vmap GF/s"), ("vmap_roofline_pct", "vmap %peak"),
-           ("torch_roofline_pct", "torch %peak"))
+           ("loop_roofline_pct", "loop %peak"), ("torch_roofline_pct", "torch %peak"),
+           ("vmap_peak_gib", "vmap GiB"), ("loop_peak_gib", "loop GiB"))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -76,6 +81,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sweep_k", type=int, default=4, help="K of the time-vs-T panel")
     p.add_argument("--matmul_n", type=int, default=4096, help="size of the peak matmul")
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    p.add_argument("--cpu_devices", type=int, default=1,
+                   help="JAX CPU devices (jax_num_cpu_devices); >1 shards K over them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench_align", help="output directory")
     return p.parse_args(argv)
@@ -99,34 +106,6 @@ def make_videos(k: int, frames: int, ttt: ml_collections.ConfigDict, *,
     return inputs, np.ones(shape, np.float32), np.ones(shape, bool)
 
 
-def ttt_flops(model: DSTFormer, ttt: ml_collections.ConfigDict, params: Any,
-              windows_shape: tuple[int, int]) -> float | None:
-    """FLOPs of one video's TTT: ``epochs x`` one step + the final prediction.
-
-    XLA's cost analysis of the lowered step and prediction (within 0.2% of the compiled
-    ones, without compiling them again).
-    """
-    n, w = windows_shape
-    optimizer = ttt_lib.make_optimizer(ttt)
-    step = train_step.make_step(model, ttt.loss, optimizer)
-
-    def one_step(p, inputs, key):
-        batch = {"inputs": inputs, "targets": inputs, "mask": jnp.ones(inputs.shape[:2]),
-                 "frame_mask": jnp.ones(inputs.shape[:2], bool)}
-        return step(train_step.init_state(p, optimizer), batch, key)[1]["loss"]
-
-    def predict(p, inputs):
-        return train_step.predict(model, p, inputs, frame_mask=jnp.ones(inputs.shape[:2], bool),
-                                  flip_average=ttt.flip_average)
-
-    x = jax.ShapeDtypeStruct((n, w, model.num_joints, 3), jnp.float32)
-    step_flops = bc.cost_flops(jax.jit(one_step).lower(params, x, jax.random.key(0)))
-    pred_flops = bc.cost_flops(jax.jit(predict).lower(params, x))
-    if step_flops is None or pred_flops is None:
-        return None
-    return ttt.epochs * step_flops + pred_flops
-
-
 class Bench:
     """Holds the model, params and per-shape caches for all measurements of one run."""
 
@@ -136,7 +115,7 @@ class Bench:
         self.ttt = config.ttt
         self.model = build_model(config.model)
         self.params = jax.device_put(init_params(self.model, jax.random.key(args.seed)), device)
-        self.flops: dict[tuple[int, int], float | None] = {}
+        self.loop_bytes: dict[tuple[int, int], int] = {}
         self.looped: dict[tuple[int, int], tuple[Any, float]] = {}
         self.torch_model = None
         if torch is not None:
@@ -182,26 +161,42 @@ class Bench:
         _, n, w = inputs.shape[:3]
         keys = jax.random.split(jax.random.key(self.args.seed), k)
         row: dict[str, Any] = {"K": k, "T": frames, "N": n, "W": w, "windows": f"{n}x{w}"}
-        if (n, w) not in self.flops:
-            self.flops[(n, w)] = ttt_flops(self.model, self.ttt, self.params, (n, w))
-        per_video_flops = self.flops[(n, w)]
+        per_video_flops = flops.ttt_flops(self.config.model, w, n, self.ttt.epochs,
+                                          flip_average=self.ttt.flip_average)
         row["flops"] = per_video_flops * k if per_video_flops else None
+        mesh = ttt_lib.video_mesh()
+        if mesh is not None and k % mesh.size:
+            row["vmap_error"] = f"K={k} is not a multiple of the {mesh.size} CPU devices"
+            return _derive(row, peak)
         put = lambda x: jax.device_put(x, self.device)  # noqa: E731
         dev_w, dev_m = put(weights), put(mask)
         try:
-            compiled = ttt_lib.compile_ttt(self.model, self.ttt, self.params, (k, n, w))
+            compiled = ttt_lib.compile_ttt(self.model, self.ttt, self.params, (k, n, w), mesh)
+            if compiled.sharding is not None:  # K sharded over the CPU devices
+                put = lambda x: jax.device_put(x, compiled.sharding)  # noqa: E731
+                dev_w, dev_m = put(weights), put(mask)
+            vmap_keys = put(keys) if compiled.sharding is not None else keys
+            params = self.params if mesh is None else jax.device_put(
+                self.params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
             row["compile_s"] = compiled.compile_s
             row["xla_flops_scan_body_once"] = bc.cost_flops(compiled.fn)
+            row["vmap_peak_gib"] = compiled.bytes / 2**30
             for _ in range(self.args.warmup):
-                bc.block(compiled.fn(self.params, put(inputs), dev_w, dev_m, keys))
+                bc.block(compiled.fn(params, put(inputs), dev_w, dev_m, vmap_keys))
             row["vmap_s"], row["vmap_times"] = bc.median_time(
-                lambda x: compiled.fn(self.params, x, dev_w, dev_m, keys), self.args.repeats,
+                lambda x: compiled.fn(params, x, dev_w, dev_m, vmap_keys), self.args.repeats,
                 setup=lambda: (put(inputs),))
         except (jax.errors.JaxRuntimeError, MemoryError) as err:
             row["vmap_error"] = str(err).splitlines()[0]
+        put = lambda x: jax.device_put(x, self.device)  # noqa: E731
+        dev_w, dev_m = put(weights), put(mask)
         try:
             dev_x = put(inputs)
             loop, first = self._loop_fn(dev_x, dev_w, dev_m, keys)
+            if (n, w) not in self.loop_bytes:
+                self.loop_bytes[(n, w)] = ttt_lib.compile_ttt(
+                    self.model, self.ttt, self.params, (1, n, w)).bytes
+            row["loop_peak_gib"] = self.loop_bytes[(n, w)] / 2**30
             row["loop_first_call_s"] = first
             for _ in range(self.args.warmup):
                 bc.block(loop(self.params, dev_x, dev_w, dev_m, keys))
@@ -283,6 +278,8 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the benchmark and writes ``bench_align.json`` / ``.png``; returns the results."""
+    if args.cpu_devices > 1:  # before JAX starts its CPU backend
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)
     device = bc.select_device(args.device)
     config, preset_frames = bc.apply_sizes(bc.load_config(args.config), args.sizes)
     if args.epochs is not None:
@@ -298,6 +295,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         peak = bc.matmul_peak_gflops(device, n=args.matmul_n)
         machine = bc.machine_info(device, torch)
         machine.update(load_average_at_start=load, peak_matmul_gflops=peak,
+                       jax_devices=len(jax.devices()),
                        peak_matmul_n=args.matmul_n,
                        torch_device="cpu" if torch is not None else None)
         if device.platform == "gpu":
@@ -337,6 +335,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name in ("vmap", "loop"):
             if f"{name}_error" in r:
                 print(f"K={r['K']} T={r['T']}: {name} failed: {r[f'{name}_error']}")
+    for r in k_rows + t_rows:
+        if r.get("loop_over_vmap") and r["loop_over_vmap"] < 1.0:
+            print(f"K={r['K']} T={r['T']}: vmap is {1 / r['loop_over_vmap']:.2f}x slower than the "
+                  "loop: each video has its own parameters, so under vmap every dense layer is "
+                  "a K-batched matmul over K times the activations (more memory traffic, "
+                  "less cache reuse); the aligner's default on CPU (ttt.max_batch 0) is the "
+                  "loop, one video per compiled call per device")
     if any(r.get("torch_extrapolated") for r in k_rows + t_rows):
         print(f"* torch measured on {args.torch_max_k} video(s), scaled linearly to K")
     if torch is not None and device.platform != "cpu":
