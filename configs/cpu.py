@@ -44,7 +44,9 @@ def get_config(arg=None):
     config.pretrain.checkpoint_every_steps = 500
     config.pretrain.keep_checkpoints = 3
     config.pretrain.loss = dict(mpjpe=1.0, n_mpjpe=0.5, velocity=20.0, limb_var=0.0)
-    config.pretrain.hidden_weight = 1.0     # loss weight multiplier of hidden/in-filled joints
+    # hidden_weight: loss weight of hidden/in-filled joints (visible ones 1; the velocity and
+    # limb terms weigh a pair of entries by the product of their weights).
+    config.pretrain.hidden_weight = 1.0
     # init_from: a prior directory (e.g. stride_jax/assets/prior_cpu) whose params start a
     # fresh run (3 -> 4 input channels widened with a zero row); ignored when the workdir
     # has a checkpoint to resume (the log says which one was used).
