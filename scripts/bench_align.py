@@ -38,14 +38,15 @@ from typing import Any
 
 import bench_common as bc
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from stride_jax import convert, flops
 from stride_jax import ttt as ttt_lib
+from stride_jax.aligner import Video, align_videos
+from stride_jax.checkpoint import Prior
 from stride_jax.data import windows
-from stride_jax.model import DSTFormer, build_model, count_params, init_params
+from stride_jax.model import build_model, count_params, init_params
 
 COLUMNS = (("K", "K"), ("T", "T"), ("windows", "NxW"), ("compile_s", "compile_s"),
            ("vmap_s", "vmap_s"), ("loop_s", "loop_s"), ("torch_label", "torch_s"),
@@ -81,6 +82,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--sweep_k", type=int, default=4, help="K of the time-vs-T panel")
     p.add_argument("--matmul_n", type=int, default=4096, help="size of the peak matmul")
     p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    p.add_argument("--short_clips", default="",
+                   help="comma-separated clip lengths (e.g. 46,64,91,113): aligner time with "
+                        "length buckets vs padded to full windows ('' to skip)")
     p.add_argument("--cpu_devices", type=int, default=1,
                    help="JAX CPU devices (jax_num_cpu_devices); >1 shards K over them")
     p.add_argument("--seed", type=int, default=0)
@@ -211,6 +215,27 @@ class Bench:
         return _derive(row, peak)
 
 
+def measure_short_clips(config: ml_collections.ConfigDict, params: Any,
+                        lengths: Sequence[int]) -> dict[str, Any]:
+    """``align_videos`` run time of clips of ``lengths`` frames with the config's length
+    buckets against every clip padded to one full window (compile excluded: each
+    configuration runs twice and the second run is timed)."""
+    poses = bc.demo_root_relative(len(lengths), max(lengths), seed=1)
+    videos = [Video(p[:n].astype(np.float32), np.ones(n, bool), f"clip{n}")
+              for p, n in zip(poses, lengths)]
+    prior = Prior(jax.device_get(params), config.model.to_dict())
+    out: dict[str, Any] = {"frames": list(lengths)}
+    for name, buckets in (("bucketed", tuple(config.ttt.length_buckets)), ("full", ())):
+        ttt = config.ttt.copy_and_resolve_references()
+        ttt.length_buckets = buckets
+        for _ in range(2):
+            _, timing = align_videos(videos, prior, ttt)
+        out[f"{name}_s"] = timing.run_s
+        out[f"{name}_shapes"] = [b["shape"] for b in timing.buckets]
+    out["ratio"] = out["bucketed_s"] / out["full_s"]
+    return out
+
+
 def _derive(row: dict[str, Any], peak: float) -> dict[str, Any]:
     """Adds per-video times, ratios, achieved GF/s and roofline fractions to ``row``."""
     k = row["K"]
@@ -314,6 +339,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             same = [r for r in k_rows if r["K"] == args.sweep_k and r["T"] == t]
             t_rows.append(same[0] if same else bench.measure(args.sweep_k, t, peak))
             print(f"  T={t}: done", flush=True)
+        short = (measure_short_clips(config, bench.params, _ints(args.short_clips))
+                 if args.short_clips else None)
     result = {"setup": {"sizes": args.sizes, "config": args.config,
                         "model": config.model.to_dict(), "model_summary":
                             bc.model_summary(config.model),
@@ -321,9 +348,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "window": config.ttt.window, "stride": config.ttt.stride,
                         "epochs": config.ttt.epochs, "repeats": args.repeats,
                         "torch_max_k": args.torch_max_k, "sweep_k": args.sweep_k,
-                        "flops_note": "XLA cost_analysis of one video's step x epochs + "
-                                      "prediction, x K; torch uses the same count"},
-              "machine": machine, "k_sweep": k_rows, "t_sweep": t_rows}
+                        "flops_note": "analytic (stride_jax.flops.ttt_flops), x K; torch "
+                                      "uses the same count"},
+              "machine": machine, "k_sweep": k_rows, "t_sweep": t_rows,
+              "short_clips": short}
     out = Path(args.out)
     bc.write_json(out / "bench_align.json", result)
     plot(result, out / "bench_align.png")
@@ -346,6 +374,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"* torch measured on {args.torch_max_k} video(s), scaled linearly to K")
     if torch is not None and device.platform != "cpu":
         print("note: PyTorch ran on the CPU, JAX on the GPU")
+    if short:
+        print(f"short clips {short['frames']}: length buckets {short['bucketed_s']:.2f} s, "
+              f"padded to full {config.ttt.window}-frame windows {short['full_s']:.2f} s "
+              f"(ratio {short['ratio']:.2f}; compile excluded)")
     print(f"wrote {out / 'bench_align.json'} and {out / 'bench_align.png'}")
     return result
 
