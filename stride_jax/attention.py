@@ -59,7 +59,7 @@ def _fold_vmap(fn):
     return wrapped
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _chunked_fwd(chunk: int):
     def fwd(q, k, v, bias):
         lead = q.shape[:-2]
@@ -69,7 +69,7 @@ def _chunked_fwd(chunk: int):
     return _fold_vmap(fwd)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _chunked_bwd(chunk: int):
     def bwd(q, k, v, bias, out, lse, g):
         lead = q.shape[:-2]

@@ -54,7 +54,8 @@ def test_vmapped_attention_equals_per_item_values_and_gradients():
     batched = jax.jit(jax.vmap(jax.value_and_grad(loss, argnums=(0, 1, 2))))(q, k, v, g)
     for i in range(shape[0]):
         val, grads = jax.value_and_grad(
-            lambda *a: jnp.sum(_plain(*a, bias) * g[i]), argnums=(0, 1, 2))(q[i], k[i], v[i])
+            lambda q_, k_, v_, g_=g[i]: jnp.sum(_plain(q_, k_, v_, bias) * g_),
+            argnums=(0, 1, 2))(q[i], k[i], v[i])
         np.testing.assert_allclose(batched[0][i], val, rtol=1e-5)
         for a, b in zip(batched[1], grads):
             np.testing.assert_allclose(a[i], b, atol=1e-4)
