@@ -80,13 +80,13 @@ class _QKV(nn.Module):
                      .reshape(x.shape[:-1] + (c,)) for i in range(3))
 
 
-def _plain_attention(q: jax.Array, k: jax.Array, v: jax.Array,
-                     bias: jax.Array | None) -> jax.Array:
-    """``softmax(q k^T + bias) v`` with autodiff's own backward (short sequences)."""
+def _attention_probs(q: jax.Array, k: jax.Array, bias: jax.Array | None,
+                     dtype: Any) -> jax.Array:
+    """``softmax(q k^T + bias)`` (float32 softmax) with autodiff's own backward."""
     logits = q @ k.swapaxes(-1, -2)
     if bias is not None:
         logits = logits + bias
-    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype) @ v
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
 
 
 class Attention(nn.Module):
@@ -118,13 +118,10 @@ class Attention(nn.Module):
         if frame_mask is not None and self.mode == "temporal":  # padded frames: never attended
             bias = jnp.where(frame_mask, 0.0, -1e9)[:, None, None, None, :]
         if self.attn_drop and not deterministic:  # dropout on the probabilities: plain path
-            logits = q @ k.swapaxes(-1, -2)
-            if bias is not None:
-                logits = logits + bias
-            attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+            attn = _attention_probs(q, k, bias, v.dtype)
             out = nn.Dropout(self.attn_drop)(attn, deterministic=False) @ v
         elif self.mode == "spatial":  # 17 x 17 scores: the plain path is faster
-            out = _plain_attention(q, k, v, bias)
+            out = _attention_probs(q, k, bias, v.dtype) @ v
         else:
             out = attention(q, k, v, bias)
         out = out.transpose(0, 1, 3, 2, 4) if self.mode == "spatial" else out.transpose(
