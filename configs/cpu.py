@@ -79,6 +79,7 @@ def get_config(arg=None):
     config.ttt.mask_ratio = 0.0             # >0: masked TTT (hide input spans; not in the paper)
     config.ttt.mask_span = (5, 30)          # lengths of the hidden spans (frames)
     config.ttt.unmasked_weight = 1.0        # loss weight of frames not hidden (masked TTT)
+    config.ttt.adapt_blocks = 0             # >0: only the top n block pairs + head adapt
     config.ttt.length_buckets = (81, 162, 243)  # window widths for videos shorter than window
     config.ttt.max_batch = 0                # videos per compiled call (0: auto, see aligner)
     config.ttt.max_memory_gb = 0.0          # memory budget per call (0: the device's)

@@ -227,12 +227,18 @@ class DSTFormer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True,
-                 frame_mask: jax.Array | None = None) -> jax.Array:
+                 frame_mask: jax.Array | None = None, *, features: jax.Array | None = None,
+                 first_block: int = 0, last_block: int | None = None) -> jax.Array:
         """``x [B,T,J,dim_in]`` -> ``[B,T,J,3]``; ``frame_mask [B,T]`` hides padded frames.
 
         With a ``frame_mask`` no frame attends to a masked frame, so the outputs at
         unmasked frames equal those of the unpadded sequence (up to the temporal
         positional embedding, which is indexed from the window start either way).
+
+        The network can run in two parts (test-time training of the top blocks only,
+        ``ttt.adapt_blocks``): ``last_block=s`` returns the features ``[B,T,J,dim_feat]``
+        after the first ``s`` block pairs; ``features=h, first_block=s`` continues from
+        them (``x`` still gives the residual's input).  Both parts together equal one call.
         """
         if x.ndim != 4 or x.shape[-2:] != (self.num_joints, self.dim_in):
             raise ValueError(
@@ -242,15 +248,26 @@ class DSTFormer(nn.Module):
             raise ValueError(
                 f"sequence of {frames} frames exceeds maxlen {self.maxlen}: cut it into windows")
         c = self.dim_feat
-        pos_embed = self.param("pos_embed", _dense_init, (1, self.num_joints, c), jnp.float32)
-        temp_embed = self.param("temp_embed", _dense_init, (1, self.maxlen, 1, c), jnp.float32)
-        h = _dense(c, "joints_embed", self.dtype)(x.astype(self.dtype))
-        h = h + pos_embed.astype(self.dtype) + temp_embed[:, :frames].astype(self.dtype)
-        h = nn.Dropout(self.drop_rate)(h, deterministic=deterministic)
+        last = self.depth if last_block is None else last_block
+        if not 0 <= first_block <= last <= self.depth:
+            raise ValueError(f"blocks {first_block}..{last} outside the model's "
+                             f"0..{self.depth}")
+        if (features is None) != (first_block == 0):
+            raise ValueError("features are needed exactly when first_block > 0")
+        if features is None:
+            pos_embed = self.param("pos_embed", _dense_init, (1, self.num_joints, c),
+                                   jnp.float32)
+            temp_embed = self.param("temp_embed", _dense_init, (1, self.maxlen, 1, c),
+                                    jnp.float32)
+            h = _dense(c, "joints_embed", self.dtype)(x.astype(self.dtype))
+            h = h + pos_embed.astype(self.dtype) + temp_embed[:, :frames].astype(self.dtype)
+            h = nn.Dropout(self.drop_rate)(h, deterministic=deterministic)
+        else:
+            h = features.astype(self.dtype)
         rates = [self.drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth)]
         block = functools.partial(Block, c, self.num_heads, self.mlp_ratio, drop=self.drop_rate,
                                   attn_drop=self.attn_drop_rate, dtype=self.dtype)
-        for i in range(self.depth):
+        for i in range(first_block, last):
             x_st = block("st", drop_path=rates[i], name=f"blocks_st_{i}")(h, deterministic,
                                                                             frame_mask)
             x_ts = block("ts", drop_path=rates[i], name=f"blocks_ts_{i}")(h, deterministic,
@@ -265,6 +282,8 @@ class DSTFormer(nn.Module):
                 h = x_st * alpha[..., 0:1] + x_ts * alpha[..., 1:2]
             else:
                 h = (x_st + x_ts) * 0.5
+        if last < self.depth:
+            return h
         h = _layer_norm("norm", self.dtype)(h)
         if self.dim_rep:
             h = jnp.tanh(_dense(self.dim_rep, "pre_logits_fc", self.dtype)(h))

@@ -42,7 +42,8 @@ def init_state(params: Any, optimizer: optax.GradientTransformation) -> State:
 
 
 def make_step(model: DSTFormer, loss_weights: Mapping[str, float],
-              optimizer: optax.GradientTransformation, *, train: bool = False) -> StepFn:
+              optimizer: optax.GradientTransformation, *, train: bool = False,
+              forward: Callable[[Any, Batch, jax.Array], jax.Array] | None = None) -> StepFn:
     """Builds the pure update ``step(state, batch, rng) -> (state, metrics)``.
 
     Args:
@@ -50,15 +51,22 @@ def make_step(model: DSTFormer, loss_weights: Mapping[str, float],
       loss_weights: term -> weight for ``losses.weighted_loss``.
       optimizer: optax transformation whose state is ``state["opt"]``.
       train: run dropout / drop-path (needs the ``rng``); off for alignment.
+      forward: ``forward(params, batch, rng) -> pred`` in place of the whole model on
+        ``batch["inputs"]`` (e.g. only the top blocks, from frozen features).
 
     The step's metrics are scalars: ``loss``, each loss term, and ``grad_norm``.
     """
     weights = {k: float(v) for k, v in loss_weights.items()}
 
-    def loss_fn(params: Any, batch: Batch, rng: jax.Array):
-        pred = model.apply({"params": params}, batch["inputs"], deterministic=not train,
+    def whole_model(params: Any, batch: Batch, rng: jax.Array) -> jax.Array:
+        return model.apply({"params": params}, batch["inputs"], deterministic=not train,
                            frame_mask=batch.get("frame_mask"),
                            rngs={"dropout": rng} if train else None)
+
+    apply = forward or whole_model
+
+    def loss_fn(params: Any, batch: Batch, rng: jax.Array):
+        pred = apply(params, batch, rng)
         total, terms = losses.weighted_loss(pred, batch["targets"], batch.get("mask"), weights)
         return total, terms
 

@@ -54,7 +54,7 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     ``stride_jax.progress`` from inside the loop unless ``ttt.progress`` is False.
     """
     optimizer = make_optimizer(ttt)
-    step = train_step.make_step(model, ttt.loss, optimizer)
+    split = frozen_blocks(model, ttt)
     mask_ratio = float(ttt.get("mask_ratio", 0.0))
     span_min, span_max = (int(x) for x in ttt.get("mask_span", (5, 30)))
     unmasked_weight = float(ttt.get("unmasked_weight", 1.0))
@@ -63,7 +63,23 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     def run(params: Any, inputs: jax.Array, weights: jax.Array, frame_mask: jax.Array,
             key: jax.Array):
         poses = model_input.poses_of(inputs)
+        adapted, frozen = split_params(params, split)
+
+        def frozen_features(x: jax.Array) -> jax.Array:
+            """The lower blocks' output: the same at every step, so computed once."""
+            return jax.lax.stop_gradient(model.apply({"params": params}, x,
+                                                     frame_mask=frame_mask, last_block=split))
+
+        def top_blocks(p: Any, b: dict, _rng: jax.Array) -> jax.Array:
+            return model.apply({"params": {**frozen, **p}}, b["inputs"],
+                               frame_mask=b["frame_mask"], features=b["features"],
+                               first_block=split)
+
+        step = train_step.make_step(model, ttt.loss, optimizer,
+                                    forward=top_blocks if split else None)
         batch = {"inputs": inputs, "targets": poses, "mask": weights, "frame_mask": frame_mask}
+        if split:
+            batch["features"] = frozen_features(inputs)
 
         def masked_batch(k: jax.Array) -> dict:
             """Hides random spans of the input and refills them by interpolation (the
@@ -74,8 +90,12 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
                                           span_max=span_max, max_frames=model.maxlen)
             hidden = hidden & frame_mask
             filled = fill_missing(poses, frame_mask & ~hidden)
-            return {**batch, "inputs": model_input.hide(inputs, filled, hidden),
-                    "mask": weights * jnp.where(hidden, 1.0, unmasked_weight)}
+            masked = model_input.hide(inputs, filled, hidden)
+            out = {**batch, "inputs": masked,
+                   "mask": weights * jnp.where(hidden, 1.0, unmasked_weight)}
+            if split:
+                out["features"] = frozen_features(masked)
+            return out
 
         def body(state, i):
             k = jax.random.fold_in(key, i)
@@ -88,14 +108,40 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
                 jax.debug.callback(progress.report_epoch, i)
             return state, m["loss"]
 
-        state, curve = jax.lax.scan(body, train_step.init_state(params, optimizer),
+        state, curve = jax.lax.scan(body, train_step.init_state(adapted, optimizer),
                                     jnp.arange(ttt.epochs))
-        pred = train_step.predict(model, state["params"], inputs, frame_mask=frame_mask,
-                                  flip_average=ttt.flip_average)
+        pred = train_step.predict(model, {**frozen, **state["params"]}, inputs,
+                                  frame_mask=frame_mask, flip_average=ttt.flip_average)
         ok = jnp.all(jnp.isfinite(curve)) & jnp.all(jnp.isfinite(pred))
         return jnp.where(ok, pred, poses), curve, ok
 
     return run
+
+
+def frozen_blocks(model: DSTFormer, ttt: ml_collections.ConfigDict) -> int:
+    """How many lower block pairs stay frozen: ``model.depth - ttt.adapt_blocks``, or 0
+    when ``ttt.adapt_blocks`` is 0 (every parameter adapts, the paper's recipe)."""
+    adapt = int(ttt.get("adapt_blocks", 0))
+    if not 0 <= adapt <= model.depth:
+        raise ValueError(f"ttt.adapt_blocks={adapt}: the prior has {model.depth} block "
+                         f"pairs (0 adapts every parameter)")
+    return model.depth - adapt if adapt else 0
+
+
+def split_params(params: Any, first_adapted: int) -> tuple[dict, dict]:
+    """``(adapted, frozen)`` top-level entries of a DSTFormer's params: with
+    ``first_adapted = s > 0`` the block pairs ``>= s`` (and their fusion), the final norm
+    and the head adapt, the embeddings and lower blocks are frozen; with 0 all adapt."""
+    if not first_adapted:
+        return dict(params), {}
+
+    def adapts(name: str) -> bool:
+        if name.startswith(("blocks_st_", "blocks_ts_", "ts_attn_")):
+            return int(name.rsplit("_", 1)[1]) >= first_adapted
+        return name in ("norm", "pre_logits_fc", "head")
+
+    adapted = {k: v for k, v in params.items() if adapts(k)}
+    return adapted, {k: v for k, v in params.items() if not adapts(k)}
 
 
 def make_batched_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict) -> TTTFn:
