@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     ttt[key] = value
             t0 = time.perf_counter()
-            out, _ = align_videos(videos, prior, ml_collections.ConfigDict(ttt),
-                                  seed=seed, max_batch=config.ttt.max_batch)
+            out, timing = align_videos(videos, prior, ml_collections.ConfigDict(ttt),
+                                       seed=seed, max_batch=config.ttt.max_batch)
             scores = score_videos([r.refined for r in out], truths, videos)
             results.setdefault(name, []).append(scores)
             if i == 0:
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                 results.setdefault("savgol", []).append(score_videos(
                     [savgol_filter(p, axis=0, **SAVGOL) for p in pseudo], truths, videos))
             print(f"seed {seed} {name:<18}" + "".join(f" {k} {scores[k]:.1f}" for k in KEYS)
-                  + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+                  + f" ({time.perf_counter() - t0:.0f} s: TTT {timing.run_s:.1f} s + compile "
+                  f"{timing.compile_s:.1f} s)", flush=True)
     print(f"mean over seeds {args.seeds}, split {args.split} (mm)")
     print(f"{'variant':<18}" + "".join(f"{k:>11}" for k in KEYS))
     for name, rows in results.items():

@@ -14,6 +14,7 @@ axes) and passed through the occlusion / estimator simulator, both drawn from
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence as Seq
 
 import jax
@@ -29,12 +30,21 @@ from stride_jax.data.dataset import Sequence
 def view_and_corrupt(key: jax.Array, world: np.ndarray, *, fps: float, simulator: dict,
                      pitch_max_deg: float = 10.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``world [T,17,3]`` -> ``(clean, observed, valid)``: a random camera view and the
-    simulated estimator output of it, both drawn from ``key``."""
+    simulated estimator output of it, both drawn from ``key`` (one compiled program per
+    clip length and settings, so cutting a split into many clips stays fast)."""
+    out = _view_and_corrupt(key, jnp.asarray(world, jnp.float32), fps=float(fps),
+                            simulator=tuple(sorted(dict(simulator).items())),
+                            pitch_max_deg=float(pitch_max_deg))
+    return tuple(np.asarray(x) for x in out)
+
+
+@functools.partial(jax.jit, static_argnames=("fps", "simulator", "pitch_max_deg"))
+def _view_and_corrupt(key: jax.Array, world: jax.Array, *, fps: float,
+                      simulator: tuple, pitch_max_deg: float):
     k_view, k_sim = jax.random.split(key)
-    clean = augment.random_view(k_view, jnp.asarray(world, jnp.float32),
-                                pitch_max_rad=np.deg2rad(pitch_max_deg))
+    clean = augment.random_view(k_view, world, pitch_max_rad=np.deg2rad(pitch_max_deg))
     observed, valid = corrupt.simulate_estimator(k_sim, clean, fps=fps, **dict(simulator))
-    return np.asarray(clean), np.asarray(observed), np.asarray(valid)
+    return clean, observed, valid
 
 
 def _check_fps(seq: Sequence, fps: float) -> None:
@@ -73,9 +83,12 @@ def make_eval_set(sequences: Seq[Sequence], *, length: int, stride: int, fps: fl
     if not clips:
         raise ValueError(f"no sequence has {length} frames or more")
     key = jax.random.key(seed)
-    out = [view_and_corrupt(jax.random.fold_in(key, i), world, fps=fps, simulator=simulator,
-                            pitch_max_deg=pitch_max_deg) for i, (_, world) in enumerate(clips)]
-    clean, observed, valid = (np.stack(x) for x in zip(*out))
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(len(clips)))
+    run = jax.vmap(functools.partial(_view_and_corrupt, fps=float(fps),
+                                     simulator=tuple(sorted(dict(simulator).items())),
+                                     pitch_max_deg=float(pitch_max_deg)))
+    world = jnp.asarray(np.stack([w for _, w in clips]), jnp.float32)
+    clean, observed, valid = (np.asarray(x) for x in run(keys, world))  # = clip by clip
     return EvalSet(clean, observed, valid, tuple(name for name, _ in clips))
 
 

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
+import jax
 import pytest
 
 from stride_jax.data import dataset
+
+# One XLA compilation cache for the whole test session, shared with the subprocesses the
+# tests start (environment): the same small programs (pretraining step, validation
+# forward, simulator) are otherwise compiled again in every process.  A fresh directory
+# per session, so nothing outlives the run.  Programs with host callbacks (the TTT
+# progress report) are never cached by JAX.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="stride_jax_xla_cache_")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 @pytest.fixture(scope="session")
