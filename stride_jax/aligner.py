@@ -288,14 +288,15 @@ def _align_at_prior_rate(videos: Sequence[Video], params: Any, model_config: dic
     for prep in prepared:
         buckets.setdefault(prep.windows.shape[:2], []).append(prep)
     timing = AlignTiming()
-    cache: dict[tuple[int, int, int], ttt_lib.CompiledTTT] = {}
+    fresh: set[tuple[int, int, int]] = set()  # shapes compiled by this call
     base = jax.random.key(seed)
 
     def compiled(shape: tuple[int, int, int]) -> ttt_lib.CompiledTTT:
-        if shape not in cache:
-            cache[shape] = ttt_lib.compile_ttt(model, ttt, params, shape, mesh)
-            timing.compile_s += cache[shape].compile_s
-        return cache[shape]
+        fn, hit = ttt_lib.compile_ttt_cached(model, ttt, params, shape, mesh)
+        if not hit:
+            fresh.add(shape)
+            timing.compile_s += fn.compile_s
+        return fn
 
     for (n_windows, width), group in sorted(buckets.items()):
         limit = max_batch or videos_per_call(ttt, multiple, device.platform)
@@ -325,7 +326,8 @@ def _align_at_prior_rate(videos: Sequence[Video], params: Any, model_config: dic
             run_s = time.perf_counter() - t0
             timing.run_s += run_s
             timing.buckets.append({"shape": shape, "videos": len(chunk), "run_s": run_s,
-                                   "compile_s": fn.compile_s, "bytes": fn.bytes})
+                                   "compile_s": fn.compile_s, "bytes": fn.bytes,
+                                   "compiled_now": shape in fresh})
             for j, prep in enumerate(chunk):
                 video = videos[prep.index]
                 good = bool(ok[j])
@@ -338,6 +340,7 @@ def _align_at_prior_rate(videos: Sequence[Video], params: Any, model_config: dic
                     on_result(prep.index, results[prep.index])
             if progress:
                 progress(f"aligned {len(chunk)} video(s) of {n_windows} window(s) of {width} "
-                         f"frames in {run_s:.2f} s (compile {fn.compile_s:.2f} s, "
+                         f"frames in {run_s:.2f} s (compile {fn.compile_s:.2f} s"
+                         f"{'' if shape in fresh else ', earlier'}, "
                          f"{fn.bytes / 2**30:.2f} GiB)")
     return results, timing

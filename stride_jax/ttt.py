@@ -16,6 +16,7 @@ losses, masked attention).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import time
 from collections.abc import Callable
@@ -208,6 +209,34 @@ def compile_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, params: Any,
     compiled = make_batched_ttt(model, ttt).lower(*args).compile()
     return CompiledTTT(compiled, time.perf_counter() - t0, shape, sharding,
                        peak_bytes(compiled))
+
+
+_COMPILED: collections.OrderedDict = collections.OrderedDict()
+_COMPILED_MAX = 32
+
+
+def compile_ttt_cached(model: DSTFormer, ttt: ml_collections.ConfigDict, params: Any,
+                       shape: tuple[int, int, int], mesh: Mesh | None = None,
+                       ) -> tuple[CompiledTTT, bool]:
+    """:func:`compile_ttt` with a per-process cache of the last 32 programs (keyed by the
+    model's fields, the ``ttt`` settings, the params' shapes, ``shape`` and the mesh):
+    another seed, method or call with the same settings and shape is not compiled
+    again.  Returns ``(compiled, cache_hit)``."""
+    fields = tuple((f, str(getattr(model, f))) for f in sorted(model.__dataclass_fields__)
+                   if f not in ("parent", "name"))
+    struct = tuple((jax.tree_util.keystr(path), leaf.shape, str(leaf.dtype)) for path, leaf
+                   in jax.tree_util.tree_flatten_with_path(params)[0])
+    devices = None if mesh is None else (tuple(d.id for d in mesh.devices.flat),
+                                          mesh.axis_names)
+    key = (fields, ttt.to_json(sort_keys=True), struct, tuple(shape), devices)
+    if key in _COMPILED:
+        _COMPILED.move_to_end(key)
+        return _COMPILED[key], True
+    compiled = compile_ttt(model, ttt, params, shape, mesh)
+    _COMPILED[key] = compiled
+    while len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
+    return compiled, False
 
 
 def peak_bytes(compiled: Any) -> int:

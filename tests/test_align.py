@@ -50,8 +50,18 @@ def test_batched_equals_alone_and_loss_decreases(tiny):
     videos = _videos([40, 40, 18, 50])  # two share a bucket, one is padded, one is longer
     batched, timing = align_videos(videos, Prior(params, config.model.to_dict()), config.ttt,
                                    max_batch=4)
-    assert timing.compile_s > 0 and len(timing.buckets) >= 2
+    assert all(b["compile_s"] > 0 for b in timing.buckets) and len(timing.buckets) >= 2
     assert max(b["shape"][0] for b in timing.buckets) == 2  # the two 40-frame videos: vmap
+    again, timing_again = align_videos(videos, Prior(params, config.model.to_dict()),
+                                       config.ttt, max_batch=4)
+    assert timing_again.compile_s == 0  # same settings and shapes: nothing compiled again
+    assert not any(b["compiled_now"] for b in timing_again.buckets)
+    for a, b in zip(batched, again):
+        np.testing.assert_array_equal(a.refined, b.refined)
+    other = config.ttt.copy_and_resolve_references()
+    other.lr = 2 * other.lr  # other settings: a program of their own
+    _, timing_other = align_videos(videos[:1], Prior(params, config.model.to_dict()), other)
+    assert timing_other.compile_s > 0 and timing_other.buckets[0]["compiled_now"]
     for video, res in zip(videos, batched):
         alone, _ = align_videos([video], Prior(params, config.model.to_dict()), config.ttt)
         np.testing.assert_allclose(res.refined, alone[0].refined, atol=2e-5)
