@@ -148,7 +148,10 @@ def split_params(params: Any, first_adapted: int) -> tuple[dict, dict]:
 def make_batched_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict) -> TTTFn:
     """``jit(vmap(run_one_video))``: params shared (broadcast), everything else per video."""
     run = make_run_one_video(model, ttt)
-    return jax.jit(jax.vmap(run, in_axes=(None, 0, 0, 0, 0)), donate_argnums=(1,))
+    # The inputs' buffer can hold the prediction only when both have 3 channels (with a
+    # validity channel XLA could not use it and JAX would warn on every call).
+    donate = (1,) if model.dim_in == model.dim_out else ()
+    return jax.jit(jax.vmap(run, in_axes=(None, 0, 0, 0, 0)), donate_argnums=donate)
 
 
 def make_looped_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict) -> TTTFn:
