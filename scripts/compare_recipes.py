@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from stride_jax import DEFAULT_PRIOR, files
+from stride_jax.checkpoint import read_prior_config
 
 BASE = ["--config", "configs/cpu.py", f"--config.pretrain.init_from={DEFAULT_PRIOR}",
         "--config.pretrain.batch_size=4", "--config.pretrain.lr=3e-4",
@@ -71,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                   "--ablation=false", "--checkpoint", str(work / "prior"),
                   "--out", str(work / "eval")], work / "evaluate.log", args.nice)
         report = json.loads((work / "eval" / "results.json").read_text())
-        meta = json.loads((work / "prior" / "prior.json").read_text())
-        val = meta.get("meta", meta).get("validation", {})
+        val = read_prior_config(work / "prior")[1].get("validation", {})
         row = {"name": name, "flags": " ".join(flags) or "(none)", "train_s": train_s,
                "clean": float(val.get("val_mpjpe_clean_input", float("nan")))}  # mm
         for method in ("interpolation", "prior", "stride"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 
 import jax
@@ -32,10 +33,15 @@ def view_and_corrupt(key: jax.Array, world: np.ndarray, *, fps: float, simulator
     """``world [T,17,3]`` -> ``(clean, observed, valid)``: a random camera view and the
     simulated estimator output of it, both drawn from ``key`` (one compiled program per
     clip length and settings, so cutting a split into many clips stays fast)."""
-    out = _view_and_corrupt(key, jnp.asarray(world, jnp.float32), fps=float(fps),
-                            simulator=tuple(sorted(dict(simulator).items())),
-                            pitch_max_deg=float(pitch_max_deg))
+    out = _simulator(fps, simulator, pitch_max_deg)(key, jnp.asarray(world, jnp.float32))
     return tuple(np.asarray(x) for x in out)
+
+
+def _simulator(fps: float, simulator: dict, pitch_max_deg: float) -> Callable:
+    """``(key, world) -> (clean, observed, valid)`` for these settings (hashable statics)."""
+    return functools.partial(_view_and_corrupt, fps=float(fps),
+                             simulator=tuple(sorted(dict(simulator).items())),
+                             pitch_max_deg=float(pitch_max_deg))
 
 
 @functools.partial(jax.jit, static_argnames=("fps", "simulator", "pitch_max_deg"))
@@ -84,9 +90,7 @@ def make_eval_set(sequences: Seq[Sequence], *, length: int, stride: int, fps: fl
         raise ValueError(f"no sequence has {length} frames or more")
     key = jax.random.key(seed)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(len(clips)))
-    run = jax.vmap(functools.partial(_view_and_corrupt, fps=float(fps),
-                                     simulator=tuple(sorted(dict(simulator).items())),
-                                     pitch_max_deg=float(pitch_max_deg)))
+    run = jax.vmap(_simulator(fps, simulator, pitch_max_deg))
     world = jnp.asarray(np.stack([w for _, w in clips]), jnp.float32)
     clean, observed, valid = (np.asarray(x) for x in run(keys, world))  # = clip by clip
     return EvalSet(clean, observed, valid, tuple(name for name, _ in clips))

@@ -79,7 +79,7 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
         step = train_step.make_step(model, ttt.loss, optimizer,
                                     forward=top_blocks if split else None)
         batch = {"inputs": inputs, "targets": poses, "mask": weights, "frame_mask": frame_mask}
-        if split:
+        if split and mask_ratio <= 0:  # masked TTT computes them per step (masked_batch)
             batch["features"] = frozen_features(inputs)
 
         def masked_batch(k: jax.Array) -> dict:
