@@ -82,6 +82,7 @@ def get_config(arg=None):
     config.ttt.adapt_blocks = 0             # >0: only the top n block pairs + head adapt
     config.ttt.length_buckets = (81, 162, 243)  # window widths for videos shorter than window
     config.ttt.max_batch = 0                # videos per compiled call (0: auto, see aligner)
+    config.ttt.vmap_width = 0               # of those, vmapped side by side (0: 1 on CPU, all else)
     config.ttt.max_memory_gb = 0.0          # memory budget per call (0: the device's)
 
     # Estimator / occlusion simulator for evaluation (stride_jax/corrupt.py: simulate_estimator).

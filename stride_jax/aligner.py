@@ -6,7 +6,8 @@ windows with the STRIDE losses; the prediction is stitched back (triangular cros
 and the pseudo-label pelvis trajectory is added back.  Short videos get the smallest window
 of ``ttt.length_buckets`` that holds them (81 / 162 / 243 frames), not a padded full
 window.  Videos are bucketed by (window count, window width); each bucket runs as
-compiled ``jit(vmap(scan))`` calls of :func:`videos_per_call` videos (``stride_jax.ttt``).
+compiled ``jit(vmap(scan))`` calls of :func:`videos_per_call` videos (``stride_jax.ttt``;
+``ttt.vmap_width`` of them side by side per device, the rest group after group).
 
 Frame rates: the prior and the velocity loss assume the prior's rate (``Prior.fps``, 30).
 A video with another ``fps`` is resampled to it (cubic spline through the in-filled input;
@@ -317,9 +318,10 @@ def _align_at_prior_rate(videos: Sequence[Video], params: Any, model_config: dic
             keys = jax.vmap(lambda i: jax.random.fold_in(base, i))(
                 np.array([p.index for p in fill]))
             t0 = time.perf_counter()
-            bar = (progress_lib.EpochProgress(ttt.epochs, f"TTT of {len(chunk)} video(s) x "
-                                              f"{n_windows} window(s) of {width} frames",
-                                              log=progress)
+            one_by_one = "" if fn.groups == 1 else f", {fn.width} at a time"
+            bar = (progress_lib.EpochProgress(fn.reported_epochs, f"TTT of {len(chunk)} "
+                                              f"video(s) x {n_windows} window(s) of {width} "
+                                              f"frames{one_by_one}", log=progress)
                    if progress else None)
             pred, curves, ok = ttt_lib.run_compiled(fn, params, inputs, weights,
                                                     masks, keys, on_epoch=bar)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,7 +53,8 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     is False when a loss or the prediction is not finite; then ``pred`` is the input (the
     interpolation) and
     the parameters stop at the last finite step.  Each finished epoch is reported to
-    ``stride_jax.progress`` from inside the loop unless ``ttt.progress`` is False.
+    ``stride_jax.progress`` from inside the loop unless ``ttt.progress`` is False, as
+    ``epoch_offset + epoch`` (a call that trains its videos in groups counts on).
     """
     optimizer = make_optimizer(ttt)
     split = frozen_blocks(model, ttt)
@@ -62,7 +64,7 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     report_progress = bool(ttt.get("progress", True))
 
     def run(params: Any, inputs: jax.Array, weights: jax.Array, frame_mask: jax.Array,
-            key: jax.Array):
+            key: jax.Array, epoch_offset: jax.Array | int = 0):
         poses = model_input.poses_of(inputs)
         adapted, frozen = split_params(params, split)
 
@@ -106,7 +108,7 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
             state = jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new_state,
                                            state)
             if report_progress:  # host-side per-epoch progress (stride_jax.progress)
-                jax.debug.callback(progress.report_epoch, i)
+                jax.debug.callback(progress.report_epoch, epoch_offset + i)
             return state, m["loss"]
 
         state, curve = jax.lax.scan(body, train_step.init_state(adapted, optimizer),
@@ -145,13 +147,77 @@ def split_params(params: Any, first_adapted: int) -> tuple[dict, dict]:
     return adapted, {k: v for k, v in params.items() if not adapts(k)}
 
 
-def make_batched_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict) -> TTTFn:
-    """``jit(vmap(run_one_video))``: params shared (broadcast), everything else per video."""
+def vmap_width(ttt: ml_collections.ConfigDict, k: int, devices: int = 1,
+               platform: str | None = None) -> int:
+    """Videos trained side by side (vmapped) on one device in a call of ``k`` videos.
+
+    ``ttt.vmap_width > 0`` sets it (capped at the videos per device); 0 (auto) is 1 on
+    CPU, where one video already keeps the cores busy and a vmapped group is slower per
+    video than one video at a time (``scripts/bench_align.py`` measures both), and every
+    video of the device elsewhere.  The width always divides the videos per device.
+    """
+    per_device = max(1, k // max(1, devices))
+    platform = platform or jax.default_backend()
+    width = int(ttt.get("vmap_width", 0)) or (1 if platform == "cpu" else per_device)
+    if width < 0:
+        raise ValueError(f"ttt.vmap_width={width} must be >= 0 (0: auto)")
+    width = min(width, per_device)
+    while per_device % width:
+        width -= 1
+    return width
+
+
+def make_batched_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, width: int | None = None,
+                     devices: int = 1) -> TTTFn:
+    """One jitted call for K videos: params shared (broadcast), everything else per video.
+
+    The K videos (K/``devices`` per device) run in groups of ``width`` (default:
+    :func:`vmap_width`): each group is one ``vmap`` of the per-video TTT, and the groups
+    of a device follow one another in a ``lax.scan`` inside the same compiled call, so a
+    call holds the activations of one group only.  ``width`` = K per device is plain
+    ``jit(vmap(run))``.
+    """
     run = make_run_one_video(model, ttt)
     # The inputs' buffer can hold the prediction only when both have 3 channels (with a
     # validity channel XLA could not use it and JAX would warn on every call).
     donate = (1,) if model.dim_in == model.dim_out else ()
-    return jax.jit(jax.vmap(run, in_axes=(None, 0, 0, 0, 0)), donate_argnums=donate)
+
+    vmapped = jax.vmap(run, in_axes=(None, 0, 0, 0, 0, None))
+
+    def in_groups(params: Any, w: int, inputs, weights, frame_mask, keys):
+        """One device's ``[k, ...]`` videos as a ``lax.scan`` over groups of ``w``."""
+        k = inputs.shape[0]
+
+        def group(xs: tuple, offset: jax.Array) -> tuple:
+            if w > 1:
+                return vmapped(params, *xs, offset)
+            out = run(params, *(x[0] for x in xs), offset)  # width 1: no batch axis at all
+            return tuple(o[None] for o in out)
+
+        grouped = tuple(x.reshape((k // w, w) + x.shape[1:])
+                        for x in (inputs, weights, frame_mask, keys))
+        _, outs = jax.lax.scan(lambda _, xs: (None, group(xs[1], xs[0] * ttt.epochs)), None,
+                               (jnp.arange(k // w), grouped))
+        return tuple(o.reshape((k,) + o.shape[2:]) for o in outs)
+
+    def batched(params: Any, inputs, weights, frame_mask, keys):
+        k = inputs.shape[0]
+        if k % devices:
+            raise ValueError(f"K={k} videos is not a multiple of the {devices} devices")
+        w = width or vmap_width(ttt, k, devices)
+        if (k // devices) % w:
+            raise ValueError(f"vmap width {w} does not divide the {k // devices} videos "
+                             f"per device")
+        if w == k // devices:  # every video of a device at once: plain vmap
+            return vmapped(params, inputs, weights, frame_mask, keys, 0)
+        if devices == 1:
+            return in_groups(params, w, inputs, weights, frame_mask, keys)
+        split = [x.reshape((devices, -1) + x.shape[1:])  # [devices, K / devices, ...]
+                 for x in (inputs, weights, frame_mask, keys)]
+        outs = jax.vmap(functools.partial(in_groups, params, w))(*split)
+        return tuple(o.reshape((-1,) + o.shape[2:]) for o in outs)
+
+    return jax.jit(batched, donate_argnums=donate)
 
 
 def make_looped_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict) -> TTTFn:
@@ -178,6 +244,14 @@ class CompiledTTT:
     shape: tuple[int, int, int]
     sharding: NamedSharding | None = None
     bytes: int = 0  # peak device memory of one call per device (memory_analysis)
+    width: int = 1  # videos vmapped side by side per device (vmap_width)
+    groups: int = 1  # groups of ``width`` videos run one after another per device
+    epochs: int = 0  # ttt.epochs
+
+    @property
+    def reported_epochs(self) -> int:
+        """Epochs the call reports to ``stride_jax.progress`` (epochs x groups)."""
+        return self.epochs * self.groups
 
 
 def video_mesh() -> Mesh | None:
@@ -187,13 +261,20 @@ def video_mesh() -> Mesh | None:
 
 
 def compile_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, params: Any,
-                shape: tuple[int, int, int], mesh: Mesh | None = None) -> CompiledTTT:
+                shape: tuple[int, int, int], mesh: Mesh | None = None,
+                width: int | None = None) -> CompiledTTT:
     """Lowers and compiles the batched TTT for ``K`` videos of ``N`` windows of ``W`` frames.
 
     With a ``mesh`` the video axis ``K`` (a multiple of the mesh size) is sharded over
-    devices and the params are replicated.
+    devices and the params are replicated.  ``width``: videos vmapped side by side per
+    device (default :func:`vmap_width` for the devices' platform); the rest of a device's
+    videos run group after group in the same call.
     """
     k, n, w = shape
+    devices = 1 if mesh is None else mesh.size
+    platform = (jax.default_backend() if mesh is None
+                else next(iter(mesh.devices.flat)).platform)
+    width = width or vmap_width(ttt, k, devices, platform)
     joints = model.num_joints
     sds = jax.ShapeDtypeStruct
     sharding = None
@@ -209,9 +290,9 @@ def compile_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, params: Any,
         sds((k,), jax.random.key(0).dtype, sharding=sharding),
     )
     t0 = time.perf_counter()
-    compiled = make_batched_ttt(model, ttt).lower(*args).compile()
+    compiled = make_batched_ttt(model, ttt, width, devices).lower(*args).compile()
     return CompiledTTT(compiled, time.perf_counter() - t0, shape, sharding,
-                       peak_bytes(compiled))
+                       peak_bytes(compiled), width, k // devices // width, int(ttt.epochs))
 
 
 _COMPILED: collections.OrderedDict = collections.OrderedDict()

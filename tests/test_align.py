@@ -48,12 +48,14 @@ def _videos(lengths, seed=0):
 def test_batched_equals_alone_and_loss_decreases(tiny):
     config, _, params = tiny
     videos = _videos([40, 40, 18, 50])  # two share a bucket, one is padded, one is longer
-    batched, timing = align_videos(videos, Prior(params, config.model.to_dict()), config.ttt,
+    side_by_side = config.ttt.copy_and_resolve_references()
+    side_by_side.vmap_width = 2  # CPU's auto width is 1 (tests/test_progress.py: same result)
+    batched, timing = align_videos(videos, Prior(params, config.model.to_dict()), side_by_side,
                                    max_batch=4)
     assert all(b["compile_s"] > 0 for b in timing.buckets) and len(timing.buckets) >= 2
     assert max(b["shape"][0] for b in timing.buckets) == 2  # the two 40-frame videos: vmap
     again, timing_again = align_videos(videos, Prior(params, config.model.to_dict()),
-                                       config.ttt, max_batch=4)
+                                       side_by_side, max_batch=4)
     assert timing_again.compile_s == 0  # same settings and shapes: nothing compiled again
     assert not any(b["compiled_now"] for b in timing_again.buckets)
     for a, b in zip(batched, again):
@@ -106,6 +108,18 @@ def test_videos_per_call_follows_device_and_memory_budget():
     ttt_cfg.max_batch = 1
     assert videos_per_call(ttt_cfg, 1, "gpu", 10 * 2**30, 80 * 2**30) == 1
     assert videos_per_call(ttt_cfg, 4, "gpu", 10 * 2**30, 80 * 2**30) == 4  # >= devices
+
+
+def test_vmap_width_divides_the_videos_per_device():
+    ttt_cfg = cpu.get_config().ttt
+    assert ttt.vmap_width(ttt_cfg, 8, 1, "cpu") == 1  # auto on CPU: one video at a time
+    assert ttt.vmap_width(ttt_cfg, 8, 2, "gpu") == 4  # auto elsewhere: all of a device's
+    ttt_cfg.vmap_width = 3
+    assert ttt.vmap_width(ttt_cfg, 8, 1, "cpu") == 2  # the largest width <= 3 dividing 8
+    assert ttt.vmap_width(ttt_cfg, 2, 1, "gpu") == 2  # capped at the videos per device
+    ttt_cfg.vmap_width = -1
+    with pytest.raises(ValueError, match="vmap_width=-1"):
+        ttt.vmap_width(ttt_cfg, 8, 1, "cpu")
 
 
 @pytest.mark.parametrize("mask_ratio", [0.0, 0.3])
@@ -171,18 +185,19 @@ def test_no_valid_frame_and_divergence_do_not_stop_the_batch(tiny):
 def test_sharded_over_4_cpu_devices_matches_one_device(tiny, tmp_path):
     config, _, params = tiny
     prior = checkpoint.save_prior(tmp_path / "prior", params, config.model.to_dict())
-    videos = _videos([30, 30, 30])
+    videos = _videos([30] * 5)
     np.savez(tmp_path / "videos.npz", *[v.poses for v in videos],
              valid=np.stack([v.valid for v in videos]))
-    script = (
+    script = (  # 5 videos in one call: K = 8, two per device, one after the other (CPU)
         "import sys, numpy as np, jax\n"
         "from configs import cpu\n"
         "from stride_jax import Video, align_videos, load_prior\n"
         f"d = np.load(r'{tmp_path / 'videos.npz'}')\n"
-        "vs = [Video(d[f'arr_{i}'], d['valid'][i], str(i)) for i in range(3)]\n"
-        f"res, t = align_videos(vs, load_prior(r'{prior}'), cpu.get_config('runlocal').ttt)\n"
+        "vs = [Video(d[f'arr_{i}'], d['valid'][i], str(i)) for i in range(5)]\n"
+        f"res, t = align_videos(vs, load_prior(r'{prior}'), cpu.get_config('runlocal').ttt,\n"
+        "                       max_batch=8)\n"
         "assert len(jax.devices()) == 4, jax.devices()\n"
-        "assert t.buckets[0]['shape'][0] == 4  # K padded to the mesh size\n"
+        "assert t.buckets[0]['shape'][0] == 8  # K padded to a multiple of the mesh size\n"
         f"np.save(r'{tmp_path / 'sharded.npy'}', np.stack([r.refined for r in res]))\n")
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                PYTHONPATH=str(REPO))

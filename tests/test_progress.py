@@ -52,9 +52,9 @@ def test_log_lines_elsewhere_at_most_every_few_seconds():
     assert progress._duration(125) == "2:05 min" and progress._duration(3725) == "1 h 02 min"
 
 
-def _run(report: bool, on_epoch):
+def _run(report: bool, on_epoch, width: int = 2):
     config = cpu.get_config("runlocal")
-    config.ttt.epochs, config.ttt.progress = 5, report
+    config.ttt.epochs, config.ttt.progress, config.ttt.vmap_width = 5, report, width
     model = build_model(config.model)
     params = init_params(model, jax.random.key(0))
     rng = np.random.default_rng(0)
@@ -75,3 +75,12 @@ def test_epochs_are_reported_from_inside_the_compiled_loop():
     for a, b in zip(with_report, without):  # the report does not change the result
         np.testing.assert_array_equal(a, b)
     assert progress._SINKS == []  # the sink is removed after the call
+
+
+def test_videos_trained_one_after_another_count_on():
+    seen: list[int] = []
+    one_by_one = _run(True, seen.append, width=1)  # two groups of one video in one call
+    assert sorted(set(seen)) == list(range(10))  # video 2's epochs follow video 1's
+    together = _run(True, [].append, width=2)
+    for a, b in zip(one_by_one, together):  # same videos, same result either way
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
