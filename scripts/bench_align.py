@@ -8,8 +8,12 @@ fine-tuned on K videos of T frames of real motion (the embedded demo clips, play
 forwards and backwards), cut into N windows of W = min(T, ttt.window) frames, in one
 process:
 
-* ``vmap``: ``stride_jax.ttt.compile_ttt`` (compile time reported separately), median of
-  ``--repeats`` runs after ``--warmup`` untimed ones;
+* ``vmap``: one compiled call of K videos, ``stride_jax.ttt.compile_ttt`` with the
+  default ``ttt.vmap_width`` (column ``w``: videos vmapped side by side; the call runs
+  K / w such groups one after another; auto = 1 on CPU), compile time reported
+  separately, median of ``--repeats`` runs after ``--warmup`` untimed ones;
+* ``vmapK`` (``--full_vmap``, when w < K): the same call with all K videos vmapped
+  (w = K), the plain ``jit(vmap(scan))``;
 * ``loop``: the same per-video jitted function looped over the K videos in Python
   (``make_looped_ttt``; its first call, on one video, compiles; then as ``vmap``);
 * ``torch``: ``tests/torch_dstformer.ttt_reference`` (eager PyTorch on the CPU, same
@@ -48,9 +52,10 @@ from stride_jax.checkpoint import Prior
 from stride_jax.data import windows
 from stride_jax.model import build_model, count_params, init_params
 
-COLUMNS = (("K", "K"), ("T", "T"), ("windows", "NxW"), ("compile_s", "compile_s"),
-           ("vmap_s", "vmap_s"), ("loop_s", "loop_s"), ("torch_label", "torch_s"),
-           ("vmap_per_video_s", "vmap/vid"), ("loop_per_video_s", "loop/vid"),
+COLUMNS = (("K", "K"), ("T", "T"), ("windows", "NxW"), ("width", "w"),
+           ("compile_s", "compile_s"), ("vmap_s", "vmap_s"), ("loop_s", "loop_s"),
+           ("torch_label", "torch_s"), ("vmap_per_video_s", "vmap/vid"),
+           ("full_vmap_per_video_s", "vmapK/vid"), ("loop_per_video_s", "loop/vid"),
            ("torch_per_video_s", "torch/vid"), ("vmap_over_torch", "vmap/torch"),
            ("loop_over_torch", "loop/torch"), ("loop_over_vmap", "loop/vmap"),
            ("vmap_gflops_per_s", "vmap GF/s"), ("vmap_roofline_pct", "vmap %peak"),
@@ -85,6 +90,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--short_clips", default="",
                    help="comma-separated clip lengths (e.g. 46,64,91,113): aligner time with "
                         "length buckets vs padded to full windows ('' to skip)")
+    p.add_argument("--full_vmap", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time all K videos vmapped at once when the default vmap "
+                        "width is smaller than K")
     p.add_argument("--cpu_devices", type=int, default=1,
                    help="JAX CPU devices (jax_num_cpu_devices); >1 shards K over them")
     p.add_argument("--seed", type=int, default=0)
@@ -159,6 +167,14 @@ class Bench:
         seconds, times = bc.median_time(run, self.args.repeats)
         return seconds, times, count
 
+    def _time_call(self, compiled: ttt_lib.CompiledTTT, params, put, inputs, dev_w, dev_m,
+                   keys) -> tuple[float, list[float]]:
+        """Median seconds (and all) of one compiled K-video call, after the warm-up."""
+        for _ in range(self.args.warmup):
+            bc.block(compiled.fn(params, put(inputs), dev_w, dev_m, keys))
+        return bc.median_time(lambda x: compiled.fn(params, x, dev_w, dev_m, keys),
+                              self.args.repeats, setup=lambda: (put(inputs),))
+
     def measure(self, k: int, frames: int, peak: float) -> dict[str, Any]:
         """One row of the table: all three methods for ``K`` videos of ``frames`` frames."""
         inputs, weights, mask = make_videos(k, frames, self.ttt, seed=self.args.seed + k)
@@ -183,13 +199,19 @@ class Bench:
             params = self.params if mesh is None else jax.device_put(
                 self.params, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
             row["compile_s"] = compiled.compile_s
+            row["width"] = compiled.width
             row["xla_flops_scan_body_once"] = bc.cost_flops(compiled.fn)
             row["vmap_peak_gib"] = compiled.bytes / 2**30
-            for _ in range(self.args.warmup):
-                bc.block(compiled.fn(params, put(inputs), dev_w, dev_m, vmap_keys))
-            row["vmap_s"], row["vmap_times"] = bc.median_time(
-                lambda x: compiled.fn(params, x, dev_w, dev_m, vmap_keys), self.args.repeats,
-                setup=lambda: (put(inputs),))
+            row["vmap_s"], row["vmap_times"] = self._time_call(compiled, params, put, inputs,
+                                                               dev_w, dev_m, vmap_keys)
+            per_device = k // (mesh.size if mesh is not None else 1)
+            if self.args.full_vmap and compiled.width < per_device:
+                full = ttt_lib.compile_ttt(self.model, self.ttt, self.params, (k, n, w), mesh,
+                                           width=per_device)
+                row["full_vmap_compile_s"] = full.compile_s
+                row["full_vmap_peak_gib"] = full.bytes / 2**30
+                row["full_vmap_s"], row["full_vmap_times"] = self._time_call(
+                    full, params, put, inputs, dev_w, dev_m, vmap_keys)
         except (jax.errors.JaxRuntimeError, MemoryError) as err:
             row["vmap_error"] = str(err).splitlines()[0]
         put = lambda x: jax.device_put(x, self.device)  # noqa: E731
@@ -239,7 +261,7 @@ def measure_short_clips(config: ml_collections.ConfigDict, params: Any,
 def _derive(row: dict[str, Any], peak: float) -> dict[str, Any]:
     """Adds per-video times, ratios, achieved GF/s and roofline fractions to ``row``."""
     k = row["K"]
-    for name in ("vmap", "loop", "torch"):
+    for name in ("vmap", "full_vmap", "loop", "torch"):
         seconds = row.get(f"{name}_s")
         row[f"{name}_per_video_s"] = seconds / k if seconds else None
         rate = bc.achieved(row.get("flops"), seconds, peak)
@@ -254,6 +276,7 @@ def _derive(row: dict[str, Any], peak: float) -> dict[str, Any]:
     row["vmap_over_torch"] = ratio("vmap", "torch")
     row["loop_over_torch"] = ratio("loop", "torch")
     row["loop_over_vmap"] = ratio("loop", "vmap")
+    row["loop_over_full_vmap"] = ratio("loop", "full_vmap")
     if row.get("torch_s") is not None:
         row["torch_label"] = f"{row['torch_s']:.3g}" + ("*" if row["torch_extrapolated"] else "")
     return row
@@ -269,8 +292,9 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     panels = ((axes[0], result["k_sweep"], "K", "videos per call K"),
               (axes[1], result["t_sweep"], "T", "frames per video T"))
-    styles = {"vmap": ("C0", "jit(vmap(scan))"), "loop": ("C1", "jit per video, Python loop"),
-              "torch": ("C2", "PyTorch eager")}
+    styles = {"vmap": ("C0", "one call of K videos (default vmap width)"),
+              "full_vmap": ("C3", "jit(vmap(scan)) of all K"),
+              "loop": ("C1", "jit per video, Python loop"), "torch": ("C2", "PyTorch eager")}
     for ax, rows, key, label in panels:
         if not rows:
             ax.set_axis_off()
@@ -364,12 +388,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if f"{name}_error" in r:
                 print(f"K={r['K']} T={r['T']}: {name} failed: {r[f'{name}_error']}")
     for r in k_rows + t_rows:
-        if r.get("loop_over_vmap") and r["loop_over_vmap"] < 1.0:
-            print(f"K={r['K']} T={r['T']}: vmap is {1 / r['loop_over_vmap']:.2f}x slower than the "
-                  "loop: each video has its own parameters, so under vmap every dense layer is "
-                  "a K-batched matmul over K times the activations (more memory traffic, "
-                  "less cache reuse); the aligner's default on CPU (ttt.max_batch 0) is the "
-                  "loop, one video per compiled call per device")
+        for name, text in (("vmap", f"the K-video call (vmap width {r.get('width')})"),
+                           ("full_vmap", "vmap of all K videos at once")):
+            if r.get(f"loop_over_{name}") and r[f"loop_over_{name}"] < 1.0:
+                print(f"K={r['K']} T={r['T']}: {text} is {1 / r[f'loop_over_{name}']:.2f}x "
+                      "slower than the loop: each video has its own parameters, so under "
+                      "vmap every dense layer is a K-batched matmul over K times the "
+                      "activations (more memory traffic, less cache reuse), while one video "
+                      "already keeps the cores busy; on CPU the default vmap width is 1 "
+                      "(ttt.vmap_width 0: the call trains its videos one after another)")
     if any(r.get("torch_extrapolated") for r in k_rows + t_rows):
         print(f"* torch measured on {args.torch_max_k} video(s), scaled linearly to K")
     if torch is not None and device.platform != "cpu":

@@ -98,6 +98,11 @@ class TestBenchAlign:
             assert row["vmap_roofline_fraction"] == pytest.approx(
                 row["vmap_gflops_per_s"] / result["machine"]["peak_matmul_gflops"])
         assert rows[1]["flops"] == pytest.approx(2 * rows[0]["flops"])
+        # CPU: the K-video call trains one video at a time; K=2 also times vmap of both
+        assert [r["width"] for r in rows] == [1, 1]
+        assert "full_vmap_s" not in rows[0] and _positive(rows[1]["full_vmap_s"])
+        assert rows[1]["loop_over_full_vmap"] == pytest.approx(
+            rows[1]["loop_s"] / rows[1]["full_vmap_s"])
 
     @pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
     def test_torch_columns(self, align_result):
