@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from stride_jax import corrupt, distributed, model_input, progress, train_step
+from stride_jax import corrupt, distributed, model_input, progress, smoothing, train_step
 from stride_jax.interpolate import fill_missing
 from stride_jax.model import DSTFormer
 
@@ -49,10 +49,11 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
 
     ``inputs`` are the model inputs (``model_input.make_input``: pseudo-label poses, and
     with ``model.dim_in = 4`` the detection channel, 0 on padding); the pseudo-labels are
-    their pose channels.  Returns ``(pred [N,W,J,3], loss_curve [epochs], ok [])``: ``ok``
-    is False when a loss or the prediction is not finite; then ``pred`` is the input (the
-    interpolation) and
-    the parameters stop at the last finite step.  Each finished epoch is reported to
+    their pose channels (smoothed along time with ``ttt.target_smoothing``, a
+    Savitzky-Golay window in frames, when it is > 0: our addition).  Returns
+    ``(pred [N,W,J,3], loss_curve [epochs], ok [])``: ``ok`` is False when a loss or the
+    prediction is not finite; then ``pred`` is the input (the interpolation) and the
+    parameters stop at the last finite step.  Each finished epoch is reported to
     ``stride_jax.progress`` from inside the loop unless ``ttt.progress`` is False, as
     ``epoch_offset + epoch`` (a call that trains its videos in groups counts on).
     """
@@ -62,10 +63,12 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     span_min, span_max = (int(x) for x in ttt.get("mask_span", (5, 30)))
     unmasked_weight = float(ttt.get("unmasked_weight", 1.0))
     report_progress = bool(ttt.get("progress", True))
+    smooth = smoothing.check_window(ttt.get("target_smoothing", 0))
 
     def run(params: Any, inputs: jax.Array, weights: jax.Array, frame_mask: jax.Array,
             key: jax.Array, epoch_offset: jax.Array | int = 0):
         poses = model_input.poses_of(inputs)
+        targets = smoothing.savgol(poses, smooth)  # = poses unless ttt.target_smoothing
         adapted, frozen = split_params(params, split)
 
         def frozen_features(x: jax.Array) -> jax.Array:
@@ -80,7 +83,8 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
 
         step = train_step.make_step(model, ttt.loss, optimizer,
                                     forward=top_blocks if split else None)
-        batch = {"inputs": inputs, "targets": poses, "mask": weights, "frame_mask": frame_mask}
+        batch = {"inputs": inputs, "targets": targets, "mask": weights,
+                 "frame_mask": frame_mask}
         if split and mask_ratio <= 0:  # masked TTT computes them per step (masked_batch)
             batch["features"] = frozen_features(inputs)
 
