@@ -1,19 +1,19 @@
-"""Savitzky-Golay smoothing along time as one fixed linear map (compiled, differentiable).
+"""Savitzky-Golay smoothing along time, compiled, for windows padded at the end.
 
 Test-time training can fit its pseudo-labels smoothed (``ttt.target_smoothing``, our
 addition, not in the paper): the detections jitter by a few centimetres per frame, and a
-prior fine-tuned on them learns the jitter.  The filter equals
-``scipy.signal.savgol_filter(x, window, polyorder, axis=time, mode='interp')``.
+prior fine-tuned on them learns the jitter.  On the ``n`` real frames of a window (its
+``frame_mask``, padding at the end) the filter equals
+``scipy.signal.savgol_filter(x[:n], L, polyorder, axis=time, mode='interp')`` with
+``L = effective_window(window, n)``: every output frame is the value at that frame of the
+degree-``polyorder`` least-squares polynomial through the ``L`` frames around it (the
+first or last ``L`` at the ends), so padding never changes the real frames' result.
 """
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
-import numpy as np
-from scipy.signal import savgol_filter
 
 
 def check_window(window: int, polyorder: int = 2) -> int:
@@ -26,28 +26,46 @@ def check_window(window: int, polyorder: int = 2) -> int:
     return window
 
 
-def effective_window(window: int, frames: int, polyorder: int = 2) -> int:
-    """The filter length used on ``frames`` frames: ``window`` (odd), shortened to the
+def effective_window(window, frames, polyorder: int = 2):
+    """The filter length used on ``frames`` real frames: ``window``, shortened to the
     longest odd length that fits; 0 (no smoothing) when none longer than ``polyorder``
-    fits or ``window`` is 0."""
-    window = min(check_window(window, polyorder), frames if frames % 2 else frames - 1)
-    return window if window > polyorder else 0
+    fits or ``window`` is 0.  Works on Python ints and on traced ``frames``."""
+    longest_odd = frames - 1 + frames % 2
+    length = jnp.minimum(window, longest_odd) if isinstance(frames, jax.Array) else min(
+        window, longest_odd)
+    return length * (length > polyorder)
 
 
-@functools.cache
-def _matrix(frames: int, window: int, polyorder: int) -> np.ndarray:
-    """``[frames, frames]``: row t holds the weights of output frame t."""
-    return savgol_filter(np.eye(frames), window, polyorder, axis=0, mode="interp").astype(
-        np.float32)
+def savgol_matrix(frames: jax.Array, width: int, window: int, polyorder: int = 2) -> jax.Array:
+    """``[width, width]`` smoothing weights for a window whose first ``frames`` frames are
+    real (row t: the weights of output frame t; rows of padded frames and every row when
+    the effective window is 0 are those of the identity)."""
+    length = effective_window(window, frames, polyorder)
+    t = jnp.arange(width)
+    start = jnp.clip(t - length // 2, 0, jnp.maximum(frames - length, 0))  # [width]
+    pos = jnp.arange(width)[None, :] - start[:, None]  # frame j relative to row t's start
+    inside = (pos >= 0) & (pos < length)
+    centre = (length - 1) / 2.0
+    powers = jnp.arange(polyorder + 1)
+    u = jnp.arange(width) - centre  # centred positions 0..length-1 (masked below)
+    basis = u[:, None] ** powers  # [width, p+1]
+    gram = (basis * (jnp.arange(width) < length)[:, None]).T @ basis  # sum over the window
+    gram = gram + jnp.eye(polyorder + 1) * (length == 0)  # keep it invertible when off
+    rel = jnp.where(inside, pos - centre, 0.0)[..., None] ** powers  # [width, width, p+1]
+    here = ((t - start) - centre)[:, None] ** powers  # row t evaluates at its own frame
+    coef = jnp.linalg.solve(gram, here.T).T  # [width, p+1]
+    weights = jnp.einsum("tk,tjk->tj", coef, rel) * inside
+    use = (length > 0) & (t < frames)
+    return jnp.where(use[:, None], weights, jnp.eye(width))
 
 
-def savgol(x: jax.Array, window: int, polyorder: int = 2, axis: int = -3) -> jax.Array:
-    """``x`` smoothed along ``axis`` (default: time of ``[..., T, J, 3]``) with
-    :func:`effective_window` (``x`` unchanged when it is 0)."""
-    frames = x.shape[axis]
-    window = effective_window(window, frames, polyorder)
-    if not window:
+def savgol(x: jax.Array, frame_mask: jax.Array, window: int, polyorder: int = 2) -> jax.Array:
+    """``x [..., W, J, 3]`` smoothed along time (``frame_mask [..., W]``: real frames
+    first, then padding); ``x`` itself when ``window`` is 0."""
+    if not check_window(window, polyorder):
         return x
-    moved = jnp.moveaxis(x, axis, -1)
-    out = moved @ jnp.asarray(_matrix(frames, window, polyorder).T, x.dtype)
-    return jnp.moveaxis(out, -1, axis)
+    width = x.shape[-3]
+    frames = jnp.sum(frame_mask, axis=-1).astype(jnp.int32)
+    mats = jnp.vectorize(lambda n: savgol_matrix(n, width, window, polyorder),
+                         signature="()->(t,t)")(frames)
+    return jnp.einsum("...tj,...jkc->...tkc", mats.astype(x.dtype), x)

@@ -68,7 +68,7 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     def run(params: Any, inputs: jax.Array, weights: jax.Array, frame_mask: jax.Array,
             key: jax.Array, epoch_offset: jax.Array | int = 0):
         poses = model_input.poses_of(inputs)
-        targets = smoothing.savgol(poses, smooth)  # = poses unless ttt.target_smoothing
+        targets = smoothing.savgol(poses, frame_mask, smooth)  # poses unless smoothing
         adapted, frozen = split_params(params, split)
 
         def frozen_features(x: jax.Array) -> jax.Array:

@@ -1,4 +1,5 @@
-"""Savitzky-Golay smoothing of the TTT targets: equals SciPy, handles short windows."""
+"""TTT settings chosen on validation: Savitzky-Golay smoothing of the targets (equals
+SciPy, handles short windows) and the ablation rows that follow the loss weights."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ from stride_jax import smoothing, ttt
 from stride_jax.model import build_model, init_params
 
 
-def test_equals_scipy_savgol_along_time():
-    x = np.random.default_rng(0).normal(size=(2, 40, 17, 3)).astype(np.float32)
-    out = np.asarray(smoothing.savgol(x, 15))
-    np.testing.assert_allclose(out, savgol_filter(x, 15, 2, axis=1), atol=1e-5)
-    short = np.asarray(smoothing.savgol(x[:, :10], 15))  # 10 frames: the window becomes 9
-    np.testing.assert_allclose(short, savgol_filter(x[:, :10], 9, 2, axis=1), atol=1e-5)
-    np.testing.assert_array_equal(np.asarray(smoothing.savgol(x, 0)), x)  # off
+def test_equals_scipy_savgol_on_the_real_frames():
+    x = np.random.default_rng(0).normal(size=(3, 40, 17, 3)).astype(np.float32)
+    mask = np.arange(40)[None] < np.array([40, 23, 10])[:, None]  # padding at the end
+    out = np.asarray(smoothing.savgol(x, mask, 15))
+    np.testing.assert_allclose(out[0], savgol_filter(x[0], 15, 2, axis=0), atol=1e-4)
+    np.testing.assert_allclose(out[1, :23], savgol_filter(x[1, :23], 15, 2, axis=0), atol=1e-4)
+    # 10 real frames: the window shrinks to 9
+    np.testing.assert_allclose(out[2, :10], savgol_filter(x[2, :10], 9, 2, axis=0), atol=1e-4)
+    np.testing.assert_array_equal(out[1, 23:], x[1, 23:])  # padding passes through
+    np.testing.assert_allclose(np.asarray(smoothing.savgol(x, mask, 5, polyorder=3))[0],
+                               savgol_filter(x[0], 5, 3, axis=0), atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(smoothing.savgol(x, mask, 0)), x)  # off
     assert smoothing.effective_window(15, 2) == 0  # nothing longer than the order fits
 
 
@@ -49,3 +55,11 @@ def test_ttt_fits_the_smoothed_targets():
     cfg.target_smoothing = 8
     with pytest.raises(ValueError, match="smoothing window 8"):
         ttt.make_run_one_video(model, cfg)
+
+
+def test_ablation_leaves_out_rows_of_switched_off_terms():
+    from stride_jax.evaluation import ablation_methods
+
+    paper = dict(mpjpe=1.0, n_mpjpe=0.5, velocity=20.0, limb_var=200.0)
+    assert ablation_methods(paper) == ["+mpjpe", "+velocity", "+limb_var", "stride"]
+    assert ablation_methods({**paper, "velocity": 0.0}) == ["+mpjpe", "+limb_var", "stride"]
