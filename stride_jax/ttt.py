@@ -212,7 +212,7 @@ def make_batched_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, width: in
         if (k // devices) % w:
             raise ValueError(f"vmap width {w} does not divide the {k // devices} videos "
                              f"per device")
-        if w == k // devices:  # every video of a device at once: plain vmap
+        if 1 < w == k // devices:  # every video of a device at once: plain vmap
             return vmapped(params, inputs, weights, frame_mask, keys, 0)
         if devices == 1:
             return in_groups(params, w, inputs, weights, frame_mask, keys)
