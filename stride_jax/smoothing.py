@@ -29,10 +29,8 @@ def check_window(window: int, polyorder: int = 2) -> int:
 def effective_window(window, frames, polyorder: int = 2):
     """The filter length used on ``frames`` real frames: ``window``, shortened to the
     longest odd length that fits; 0 (no smoothing) when none longer than ``polyorder``
-    fits or ``window`` is 0.  Works on Python ints and on traced ``frames``."""
-    longest_odd = frames - 1 + frames % 2
-    length = jnp.minimum(window, longest_odd) if isinstance(frames, jax.Array) else min(
-        window, longest_odd)
+    fits or ``window`` is 0 (``frames`` may be traced)."""
+    length = jnp.minimum(window, frames - 1 + frames % 2)  # the longest odd that fits
     return length * (length > polyorder)
 
 

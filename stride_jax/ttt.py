@@ -205,9 +205,7 @@ def make_batched_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, width: in
         return tuple(o.reshape((k,) + o.shape[2:]) for o in outs)
 
     def batched(params: Any, inputs, weights, frame_mask, keys):
-        k = inputs.shape[0]
-        if k % devices:
-            raise ValueError(f"K={k} videos is not a multiple of the {devices} devices")
+        k = inputs.shape[0]  # a multiple of ``devices`` (compile_ttt checks it)
         w = width or vmap_width(ttt, k, devices)
         if (k // devices) % w:
             raise ValueError(f"vmap width {w} does not divide the {k // devices} videos "
