@@ -390,13 +390,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for r in k_rows + t_rows:
         for name, text in (("vmap", f"the K-video call (vmap width {r.get('width')})"),
                            ("full_vmap", "vmap of all K videos at once")):
-            if r.get(f"loop_over_{name}") and r[f"loop_over_{name}"] < 1.0:
-                print(f"K={r['K']} T={r['T']}: {text} is {1 / r[f'loop_over_{name}']:.2f}x "
-                      "slower than the loop: each video has its own parameters, so under "
-                      "vmap every dense layer is a K-batched matmul over K times the "
-                      "activations (more memory traffic, less cache reuse), while one video "
-                      "already keeps the cores busy; on CPU the default vmap width is 1 "
-                      "(ttt.vmap_width 0: the call trains its videos one after another)")
+            if not r.get(f"loop_over_{name}") or r[f"loop_over_{name}"] >= 1.0:
+                continue
+            if name == "vmap" and r.get("width") == 1 and args.cpu_devices == 1:
+                why = ("at width 1 on one device the call runs the loop's own one-video "
+                       "program once per video (stride_jax.ttt.OneByOne), so the gap is "
+                       "run-to-run noise: rerun with more --repeats")
+            else:
+                why = ("each video has its own parameters, so under vmap every dense layer "
+                       "is a K-batched matmul over K times the activations (more memory "
+                       "traffic, less cache reuse), while one video already keeps the "
+                       "cores busy; on CPU the default vmap width is 1 (ttt.vmap_width 0: "
+                       "the call trains its videos one after another)")
+            print(f"K={r['K']} T={r['T']}: {text} is {1 / r[f'loop_over_{name}']:.2f}x "
+                  f"slower than the loop: {why}")
     if any(r.get("torch_extrapolated") for r in k_rows + t_rows):
         print(f"* torch measured on {args.torch_max_k} video(s), scaled linearly to K")
     if torch is not None and device.platform != "cpu":

@@ -79,8 +79,27 @@ def test_epochs_are_reported_from_inside_the_compiled_loop():
 
 def test_videos_trained_one_after_another_count_on():
     seen: list[int] = []
-    one_by_one = _run(True, seen.append, width=1)  # two groups of one video in one call
+    one_by_one = _run(True, seen.append, width=1)  # one-video program, video by video
     assert sorted(set(seen)) == list(range(10))  # video 2's epochs follow video 1's
     together = _run(True, [].append, width=2)
     for a, b in zip(one_by_one, together):  # same videos, same result either way
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_width_one_call_is_the_loop_of_one_video_programs():
+    """At vmap width 1 on one device the K-video call runs one compiled one-video program
+    per video (``OneByOne``): the same results as the Python loop of one-video calls."""
+    config = cpu.get_config("runlocal")
+    config.ttt.epochs, config.ttt.progress, config.ttt.vmap_width = 3, False, 1
+    model = build_model(config.model)
+    params = init_params(model, jax.random.key(0))
+    inputs = np.random.default_rng(1).normal(0, 0.2, (3, 1, 27, 17, 3)).astype(np.float32)
+    args = (np.ones((3, 1, 27), np.float32), np.ones((3, 1, 27), bool),
+            jax.random.split(jax.random.key(2), 3))
+    compiled = ttt_lib.compile_ttt(model, config.ttt, params, (3, 1, 27))
+    assert isinstance(compiled.fn, ttt_lib.OneByOne) and compiled.groups == 3
+    assert compiled.bytes == ttt_lib.peak_bytes(compiled.fn.program)  # one video's memory
+    call = ttt_lib.run_compiled(compiled, params, inputs, *args)
+    loop = ttt_lib.make_looped_ttt(model, config.ttt)(params, inputs, *args)
+    for a, b in zip(call, loop):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-6, atol=1e-7)
