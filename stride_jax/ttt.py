@@ -241,8 +241,9 @@ class OneByOne:
 
     Used for vmap width 1 on one device (CPU's default): a ``lax.scan`` over the videos
     inside one program measured 1.07x slower per video than calling the one-video program
-    once per video (small size, K=4, paired medians of 4 runs), so the width-1 call *is*
-    that loop.  ``cost_analysis`` is that of the one-video program.
+    once per video (small size, K=4, paired medians of 4 runs,
+    ``scripts/bench_call_vs_loop.py``), so the width-1 call *is* that loop.
+    ``cost_analysis`` is that of the one-video program.
     """
 
     def __init__(self, program: Any, epochs: int):

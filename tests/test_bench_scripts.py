@@ -181,3 +181,14 @@ class TestCommon:
         table = bench_common.format_table([{"a": 1, "b": 0.123456}, {"a": 10, "b": None}],
                                           [("a", "A"), ("b", "B")])
         assert table.splitlines() == [" A      B", " 1  0.123", "10      -"]
+
+
+def test_call_vs_loop_pairs_the_runs(capsys):
+    bench = _load("bench_call_vs_loop")
+    out = bench.main(["--sizes", "tiny", "--K", "2", "--epochs", "2", "--repeats", "2"])
+    assert len(out["call"]) == len(out["loop"]) == 2
+    assert all(t > 0 for t in out["call"] + out["loop"])
+    assert out["ratio"] == pytest.approx(np.median(out["call"]) / np.median(out["loop"]))
+    assert "call / loop (medians)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench.main(["--K", "0"])
