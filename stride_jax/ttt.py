@@ -171,6 +171,22 @@ def vmap_width(ttt: ml_collections.ConfigDict, k: int, devices: int = 1,
     return width
 
 
+def _donated_inputs(model: DSTFormer) -> tuple[int, ...]:
+    """``donate_argnums`` of a TTT call: the inputs' buffer can hold the prediction only
+    when both have 3 channels (with a validity channel XLA could not use it and JAX would
+    warn on every call)."""
+    return (1,) if model.dim_in == model.dim_out else ()
+
+
+def _on_batch_of_one(run: Callable) -> Callable:
+    """``run`` (one video) applied to ``[1, ...]`` arrays: the batch axis dropped on the way
+    in and restored on the way out."""
+    def one(params, inputs, weights, frame_mask, keys, epoch_offset):
+        out = run(params, inputs[0], weights[0], frame_mask[0], keys[0], epoch_offset)
+        return tuple(o[None] for o in out)
+    return one
+
+
 def make_batched_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, width: int | None = None,
                      devices: int = 1) -> TTTFn:
     """One jitted call for K videos: params shared (broadcast), everything else per video.
@@ -182,11 +198,8 @@ def make_batched_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, width: in
     ``jit(vmap(run))``.
     """
     run = make_run_one_video(model, ttt)
-    # The inputs' buffer can hold the prediction only when both have 3 channels (with a
-    # validity channel XLA could not use it and JAX would warn on every call).
-    donate = (1,) if model.dim_in == model.dim_out else ()
-
     vmapped = jax.vmap(run, in_axes=(None, 0, 0, 0, 0, None))
+    one = _on_batch_of_one(run)
 
     def in_groups(params: Any, w: int, inputs, weights, frame_mask, keys):
         """One device's ``[k, ...]`` videos as a ``lax.scan`` over groups of ``w``."""
@@ -195,8 +208,7 @@ def make_batched_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, width: in
         def group(xs: tuple, offset: jax.Array) -> tuple:
             if w > 1:
                 return vmapped(params, *xs, offset)
-            out = run(params, *(x[0] for x in xs), offset)  # width 1: no batch axis at all
-            return tuple(o[None] for o in out)
+            return one(params, *xs, offset)  # width 1: no batch axis at all
 
         grouped = tuple(x.reshape((k // w, w) + x.shape[1:])
                         for x in (inputs, weights, frame_mask, keys))
@@ -219,21 +231,15 @@ def make_batched_ttt(model: DSTFormer, ttt: ml_collections.ConfigDict, width: in
         outs = jax.vmap(functools.partial(in_groups, params, w))(*split)
         return tuple(o.reshape((-1,) + o.shape[2:]) for o in outs)
 
-    return jax.jit(batched, donate_argnums=donate)
+    return jax.jit(batched, donate_argnums=_donated_inputs(model))
 
 
 def make_one_video_call(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Callable:
     """``call(params, inputs [1,...], weights, frame_mask, keys [1], epoch_offset)``: the
     per-video TTT on a batch of one, jitted, the inputs' buffer donated as in
     :func:`make_batched_ttt`; ``epoch_offset`` counts progress on across videos."""
-    run = make_run_one_video(model, ttt)
-    donate = (1,) if model.dim_in == model.dim_out else ()
-
-    def call(params, inputs, weights, frame_mask, keys, epoch_offset):
-        out = run(params, inputs[0], weights[0], frame_mask[0], keys[0], epoch_offset)
-        return tuple(o[None] for o in out)
-
-    return jax.jit(call, donate_argnums=donate)
+    return jax.jit(_on_batch_of_one(make_run_one_video(model, ttt)),
+                   donate_argnums=_donated_inputs(model))
 
 
 class OneByOne:
