@@ -80,6 +80,8 @@ def get_config(arg=None):
     config.ttt.loss = dict(mpjpe=1.0, n_mpjpe=0.5, velocity=0.0, limb_var=200.0)
     config.ttt.flip_average = False         # average with the left-right flipped prediction
     config.ttt.interp_weight = 0.0          # loss weight of interpolated (undetected) frames
+    config.ttt.gap_target = "interp"        # their pseudo-labels: "interp" or "prior" (the
+                                            # prior's own in-fill before TTT; needs dim_in 4)
     config.ttt.target_smoothing = 15        # Savitzky-Golay window on the targets (0: raw)
     config.ttt.mask_ratio = 0.0             # >0: masked TTT (hide input spans; not in the paper)
     config.ttt.mask_span = (5, 30)          # lengths of the hidden spans (frames)

@@ -68,6 +68,13 @@ def poses_of(inputs: jax.Array) -> jax.Array:
     return inputs[..., :POSE_CHANNELS]
 
 
+def validity_of(inputs: jax.Array) -> jax.Array:
+    """The validity channel ``[..., J]`` of a 4-channel model input (1 detected, 0 not)."""
+    if inputs.shape[-1] == POSE_CHANNELS:
+        raise ValueError("a 3-channel model input has no validity channel")
+    return inputs[..., POSE_CHANNELS]
+
+
 def hide(inputs: jax.Array, poses: jax.Array, hidden: jax.Array) -> jax.Array:
     """``inputs`` with its poses replaced by ``poses`` (e.g. re-interpolated) and its
     validity channel (if any) set to 0 on ``hidden`` frames ``[..., T]``."""

@@ -50,7 +50,11 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     ``inputs`` are the model inputs (``model_input.make_input``: pseudo-label poses, and
     with ``model.dim_in = 4`` the detection channel, 0 on padding); the pseudo-labels are
     their pose channels (smoothed along time with ``ttt.target_smoothing``, a
-    Savitzky-Golay window in frames, when it is > 0: our addition).  Returns
+    Savitzky-Golay window in frames, when it is > 0: our addition).  With
+    ``ttt.gap_target = "prior"`` (our addition; needs ``model.dim_in = 4``) the
+    pseudo-labels of joints the detection channel marks as undetected are the prior's own
+    prediction before any TTT step instead of the interpolation, weighted by
+    ``ttt.interp_weight`` as usual.  Returns
     ``(pred [N,W,J,3], loss_curve [epochs], ok [])``: ``ok`` is False when a loss or the
     prediction is not finite; then ``pred`` is the input (the interpolation) and the
     parameters stop at the last finite step.  Each finished epoch is reported to
@@ -64,11 +68,17 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     unmasked_weight = float(ttt.get("unmasked_weight", 1.0))
     report_progress = bool(ttt.get("progress", True))
     smooth = smoothing.check_window(ttt.get("target_smoothing", 0))
+    prior_gaps = gap_targets_from_prior(model, ttt)
 
     def run(params: Any, inputs: jax.Array, weights: jax.Array, frame_mask: jax.Array,
             key: jax.Array, epoch_offset: jax.Array | int = 0):
         poses = model_input.poses_of(inputs)
         targets = smoothing.savgol(poses, frame_mask, smooth)  # poses unless smoothing
+        if prior_gaps:  # the prior's in-fill, not the interpolation, on undetected joints
+            before = jax.lax.stop_gradient(train_step.predict(
+                model, params, inputs, frame_mask=frame_mask, flip_average=ttt.flip_average))
+            detected = model_input.validity_of(inputs)[..., None] > 0.5
+            targets = jnp.where(detected, targets, before)
         adapted, frozen = split_params(params, split)
 
         def frozen_features(x: jax.Array) -> jax.Array:
@@ -123,6 +133,22 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
         return jnp.where(ok, pred, poses), curve, ok
 
     return run
+
+
+GAP_TARGETS = ("interp", "prior")
+
+
+def gap_targets_from_prior(model: DSTFormer, ttt: ml_collections.ConfigDict) -> bool:
+    """True when ``ttt.gap_target`` is "prior" (undetected joints' pseudo-labels are the
+    prior's prediction), False for "interp" (the paper's linear interpolation)."""
+    choice = ttt.get("gap_target", "interp")
+    if choice not in GAP_TARGETS:
+        raise ValueError(f"ttt.gap_target={choice!r}: choose one of {GAP_TARGETS}")
+    if choice == "prior" and model.dim_in != 4:
+        raise ValueError(f"ttt.gap_target='prior' needs the detection channel "
+                         f"(model.dim_in=4) to know which joints were undetected; this "
+                         f"prior has dim_in={model.dim_in}")
+    return choice == "prior"
 
 
 def frozen_blocks(model: DSTFormer, ttt: ml_collections.ConfigDict) -> int:

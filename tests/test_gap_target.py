@@ -1,0 +1,75 @@
+"""Pseudo-labels of undetected joints from the prior itself (``ttt.gap_target = "prior"``)."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from configs import cpu
+from stride_jax import model_input, ttt
+from stride_jax.model import build_model, init_params
+
+W, GAP = 27, slice(8, 19)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    config = cpu.get_config("runlocal")
+    config.model.dim_in = 4
+    model = build_model(config.model)
+    params = init_params(model, jax.random.key(3))
+    params = jax.tree_util.tree_map(  # a trained-looking prior: every weight matters
+        lambda p: p + 0.05 * jax.random.normal(jax.random.key(p.size), p.shape), params)
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 1, W, dtype=np.float32)[:, None, None]
+    poses = (0.2 * np.sin(5 * t + np.arange(17)[None, :, None] / 4)
+             + rng.normal(0, 0.02, (W, 17, 3))).astype(np.float32)
+    detected = np.ones(W, bool)
+    detected[GAP] = False
+    inputs = np.asarray(model_input.make_input(poses[None], detected[None], 4))  # [1,W,J,4]
+    return config, model, params, inputs, detected
+
+
+def _first_loss(config, model, params, inputs, weights, gap_target):
+    cfg = config.ttt.copy_and_resolve_references()
+    cfg.update(epochs=1, lr=0.0, target_smoothing=0, gap_target=gap_target,
+               loss=dict(mpjpe=1.0, n_mpjpe=0.0, velocity=0.0, limb_var=0.0))
+    run = jax.jit(ttt.make_run_one_video(model, cfg))
+    pred, curve, ok = run(params, inputs, weights, np.ones((1, W), bool), jax.random.key(0))
+    assert bool(ok)
+    return float(curve[0]), np.asarray(pred)
+
+
+def test_prior_gap_targets_are_the_prior_prediction(setup):
+    config, model, params, inputs, detected = setup
+    before = np.asarray(model.apply({"params": params}, inputs,
+                                    frame_mask=np.ones((1, W), bool)))
+    poses = inputs[..., :3]
+    weights = np.ones((1, W), np.float32)
+    # Independent reference: MPJPE against detections on detected frames and against the
+    # prior's own prediction on the gap (where that error is 0).
+    err = np.linalg.norm(before - poses, axis=-1)[0]  # [W, J]
+    ref_prior = err[detected].sum() / (W * 17)
+    ref_interp = err.mean()
+    loss_prior, pred = _first_loss(config, model, params, inputs, weights, "prior")
+    loss_interp, _ = _first_loss(config, model, params, inputs, weights, "interp")
+    np.testing.assert_allclose(loss_prior, ref_prior, rtol=1e-5)
+    np.testing.assert_allclose(loss_interp, ref_interp, rtol=1e-5)
+    assert loss_interp - loss_prior > 1e-3
+    np.testing.assert_allclose(pred, before, atol=1e-5)  # lr 0: the prior's prediction
+
+    gap_only = (~detected).astype(np.float32)[None]  # only the gap counts: nothing to fit
+    assert _first_loss(config, model, params, inputs, gap_only, "prior")[0] < 1e-7
+
+
+def test_bad_gap_target_is_named(setup):
+    config, model, _, _, _ = setup
+    cfg = config.ttt.copy_and_resolve_references()
+    cfg.gap_target = "pose"
+    with pytest.raises(ValueError, match="gap_target='pose': choose one of"):
+        ttt.make_run_one_video(model, cfg)
+    cfg.gap_target = "prior"
+    three = build_model({**config.model.to_dict(), "dim_in": 3})
+    with pytest.raises(ValueError, match="needs the detection channel"):
+        ttt.make_run_one_video(three, cfg)
