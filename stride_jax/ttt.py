@@ -135,20 +135,24 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     return run
 
 
-GAP_TARGETS = ("interp", "prior")
+GAP_TARGETS = ("auto", "interp", "prior")
 
 
 def gap_targets_from_prior(model: DSTFormer, ttt: ml_collections.ConfigDict) -> bool:
-    """True when ``ttt.gap_target`` is "prior" (undetected joints' pseudo-labels are the
-    prior's prediction), False for "interp" (the paper's linear interpolation)."""
-    choice = ttt.get("gap_target", "interp")
+    """Whether undetected joints' pseudo-labels are the prior's own prediction.
+
+    ``ttt.gap_target``: "prior" (needs the detection channel, ``model.dim_in = 4``),
+    "interp" (the paper's linear interpolation) or "auto" (the default: "prior" when the
+    prior has the detection channel, else "interp").
+    """
+    choice = ttt.get("gap_target", "auto")
     if choice not in GAP_TARGETS:
         raise ValueError(f"ttt.gap_target={choice!r}: choose one of {GAP_TARGETS}")
     if choice == "prior" and model.dim_in != 4:
         raise ValueError(f"ttt.gap_target='prior' needs the detection channel "
                          f"(model.dim_in=4) to know which joints were undetected; this "
-                         f"prior has dim_in={model.dim_in}")
-    return choice == "prior"
+                         f"prior has dim_in={model.dim_in} (use 'interp' or 'auto')")
+    return choice == "prior" or (choice == "auto" and model.dim_in == 4)
 
 
 def frozen_blocks(model: DSTFormer, ttt: ml_collections.ConfigDict) -> int:

@@ -73,3 +73,7 @@ def test_bad_gap_target_is_named(setup):
     three = build_model({**config.model.to_dict(), "dim_in": 3})
     with pytest.raises(ValueError, match="needs the detection channel"):
         ttt.make_run_one_video(three, cfg)
+    cfg.gap_target = "auto"  # the default: the prior's in-fill when it has the channel
+    assert ttt.gap_targets_from_prior(model, cfg)
+    assert not ttt.gap_targets_from_prior(three, cfg)
+    assert cpu.get_config().ttt.gap_target == "auto"
