@@ -165,6 +165,7 @@ def corrupt_for_pretraining(
     gap_duty: tuple[float, float] = (0.25, 0.6),
     depth_std: float = 0.0,
     swap_prob: float = 0.0,
+    noise_level: tuple[float, float] = (1.0, 1.0),
     fps: float = 30.0,
     protocol_s: tuple[float, float] = (3.2, 1.6),
     per_joint: bool = False,
@@ -188,8 +189,11 @@ def corrupt_for_pretraining(
     Joint masks and noise apply in every case.  A sequence left with no visible frame
     (gaps longer than a short clip) gets its first frame back.  Estimator-like errors
     (as :func:`simulate_estimator`): left/right swaps (``swap_prob``) before the scale
-    error and a per-frame depth shift (``depth_std``) after it.  With every new option
-    at its default the output is bit-identical to the spans-only corruption.
+    error and a per-frame depth shift (``depth_std``) after it.  ``noise_level``
+    ``(lo, hi)``: each sequence's noise, scale and depth errors are multiplied by one factor
+    drawn uniformly from ``[lo, hi]`` (estimators differ in how noisy they are; ``lo = 0``
+    shows the prior near-clean input too).  With every new option at its default the
+    output is bit-identical to the spans-only corruption.
 
     Args:
       key: PRNG key.
@@ -209,6 +213,8 @@ def corrupt_for_pretraining(
       gap_duty: ``(lowest, highest)`` fraction of frames the repeated gaps hide.
       depth_std: std of the per-frame depth (z) shift of the whole pose (metres).
       swap_prob: per-pair, per-frame left/right swap probability.
+      noise_level: ``(lo, hi)`` range of the per-sequence factor on ``noise_std``,
+        ``scale_std`` and ``depth_std`` (``0 <= lo <= hi``).
       fps: frame rate of ``clean`` (converts ``gap_s`` and ``protocol_s`` to frames).
       protocol_s: ``(occ_window_s, occ_span_s)`` of the evaluation protocol.
       per_joint: return joint validity ``[..., T, 17]`` (joint masks included).
@@ -230,6 +236,9 @@ def corrupt_for_pretraining(
                          f"{protocol_prob}")
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
+    level_lo, level_hi = (float(v) for v in noise_level)
+    if not 0.0 <= level_lo <= level_hi:
+        raise ValueError(f"noise_level must be (lo, hi) with 0 <= lo <= hi, got {noise_level}")
     if not 0.0 <= frame_mask_ratio < 1.0:
         raise ValueError(f"frame_mask_ratio must be in [0, 1), got {frame_mask_ratio}")
     if not 1 <= span_min <= span_max:
@@ -241,14 +250,21 @@ def corrupt_for_pretraining(
     # Keys of the options added later derive from fold_in, so the defaults draw as before.
     k_mode, k_gap, k_proto, k_swap, k_depth = jax.random.split(jax.random.fold_in(key, 1), 5)
     frame_shape = batch + (n_frames,)
+    if (level_lo, level_hi) == (1.0, 1.0):
+        level = 1.0  # the default draws nothing more
+    else:
+        level = jax.random.uniform(jax.random.fold_in(key, 2), batch + (1,), clean.dtype,
+                                   level_lo, level_hi)
 
     noisy = swap_left_right(k_swap, clean, swap_prob) if swap_prob > 0 else clean
-    scale = 1.0 + scale_std * jax.random.normal(k_scale, frame_shape, clean.dtype)
+    scale = 1.0 + level * scale_std * jax.random.normal(k_scale, frame_shape, clean.dtype)
     noisy = _scale_root_relative(noisy, scale)
     if depth_std > 0:
-        depth = depth_std * jax.random.normal(k_depth, frame_shape, clean.dtype)
+        depth = level * depth_std * jax.random.normal(k_depth, frame_shape, clean.dtype)
         noisy = noisy.at[..., 2].add(depth[..., None])
-    noisy = noisy + noise_std * jax.random.normal(k_noise, clean.shape, clean.dtype)
+    noise_level_joint = level if isinstance(level, float) else level[..., None, None]
+    noisy = noisy + noise_level_joint * noise_std * jax.random.normal(k_noise, clean.shape,
+                                                                      clean.dtype)
     noisy = _outliers(k_out, noisy, outlier_prob, outlier_std)
 
     span_keys = jax.random.split(k_span, batch)

@@ -81,6 +81,25 @@ class TestCorruptForPretraining:
         noisy, _ = _corrupt(jax.random.key(3), clean, **cfg)
         assert np.std(np.asarray(noisy) - clean) == pytest.approx(0.02, rel=0.05)
 
+    def test_noise_level_scales_each_sequence(self):
+        clean = _clean(3, 64, 50)
+        noisy_cfg = dict(_QUIET, noise_std=0.02, scale_std=0.05, depth_std=0.03)
+        # (0, 0): no noise, scale or depth error at all; the default (1, 1) draws as before.
+        quiet, _ = _corrupt(jax.random.key(3), clean, noise_level=(0.0, 0.0), **noisy_cfg)
+        np.testing.assert_allclose(quiet, clean, atol=1e-6)
+        full, _ = _corrupt(jax.random.key(3), clean, **noisy_cfg)
+        explicit, _ = _corrupt(jax.random.key(3), clean, noise_level=(1.0, 1.0), **noisy_cfg)
+        np.testing.assert_array_equal(full, explicit)
+        # (0, 1): per-sequence noise std uniform in [0, 0.02]: spread over sequences,
+        # every joint of a sequence at one level.
+        cfg = dict(_QUIET, noise_std=0.02)
+        noisy, _ = _corrupt(jax.random.key(4), clean, noise_level=(0.0, 1.0), **cfg)
+        per_seq = np.std(np.asarray(noisy) - clean, axis=(1, 2, 3))
+        assert per_seq.min() < 0.004 and per_seq.max() > 0.016
+        assert per_seq.mean() == pytest.approx(0.01, abs=0.002)
+        with pytest.raises(ValueError, match="noise_level"):
+            corrupt_for_pretraining(jax.random.key(0), clean, noise_level=(0.5, 0.2))
+
     def test_scale_error_and_joint_masks(self):
         clean = _clean(4, 16, 50)
         cfg = dict(_QUIET, scale_std=0.05)
