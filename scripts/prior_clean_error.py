@@ -14,16 +14,20 @@ not a prior that is undertrained everywhere.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from stride_jax import metrics, skeleton
+
 REPO = Path(__file__).resolve().parent.parent
-# Joint groups of the Human3.6M skeleton (stride_jax.skeleton order).
-GROUPS = {"torso+head": (0, 1, 4, 7, 8, 9, 10, 11, 14), "knees+elbows": (2, 5, 12, 15),
-          "ankles+wrists": (3, 6, 13, 16)}
+_LIMBS = {"knees+elbows": ("r_knee", "l_knee", "l_elbow", "r_elbow"),
+          "ankles+wrists": ("r_ankle", "l_ankle", "l_wrist", "r_wrist")}
+# Joint indices per group; the torso and head are every joint not in a limb group.
+GROUPS = {"torso+head": tuple(i for i, n in enumerate(skeleton.JOINT_NAMES)
+                              if not any(n in names for names in _LIMBS.values())),
+          **{g: tuple(skeleton.JOINT_INDEX[n] for n in names) for g, names in _LIMBS.items()}}
 
 
 def clean_errors(predict: Callable[[np.ndarray], np.ndarray], clean: np.ndarray,
@@ -33,8 +37,6 @@ def clean_errors(predict: Callable[[np.ndarray], np.ndarray], clean: np.ndarray,
     Returns ``{"mpjpe", "pa_mpjpe", "per_sequence", "per_group"}`` in mm; a sequence's
     windows are named ``"<sequence>@<start>"``.
     """
-    from stride_jax import metrics, skeleton
-
     clean = np.asarray(skeleton.root_relative(clean))
     out = np.asarray(predict(clean))
     if out.shape != clean.shape:
@@ -67,7 +69,6 @@ def main(argv: list[str] | None = None) -> dict:
     import jax
     import jax.numpy as jnp
 
-    sys.path.insert(0, str(REPO))
     from configs.cpu import get_config
     from stride_jax import checkpoint, model_input
     from stride_jax.data import dataset
