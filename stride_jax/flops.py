@@ -11,7 +11,7 @@ not counted (it is our implementation's cost, not the model's).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 
 def forward_flops(model_config: Mapping[str, Any], frames: int, windows: int = 1) -> float:
@@ -48,3 +48,88 @@ def ttt_flops(model_config: Mapping[str, Any], frames: int, windows: int, epochs
     final prediction (twice with flip averaging)."""
     predict = forward_flops(model_config, frames, windows) * (2 if flip_average else 1)
     return epochs * train_step_flops(model_config, frames, windows) + predict
+
+
+class Matmul(NamedTuple):
+    """``count`` batched matmuls of ``batch`` x ``[m, k] @ [k, n]``.
+
+    ``layout`` says which operand is stored transposed, as the model's autodiff runs it:
+    ``"nn"`` (``a [m, k]``, ``b [k, n]``), ``"nt"`` (``b`` stored ``[n, k]``: ``x @ w.T``,
+    ``q @ k.T``) or ``"tn"`` (``a`` stored ``[k, m]``: ``x.T @ dy``, a weight gradient).
+    """
+
+    name: str
+    layout: str
+    batch: int
+    m: int
+    k: int
+    n: int
+    count: int
+
+    @property
+    def flops(self) -> float:
+        """``2 * batch * m * k * n * count``."""
+        return 2.0 * self.batch * self.m * self.k * self.n * self.count
+
+
+def forward_matmuls(model_config: Mapping[str, Any], frames: int,
+                    windows: int = 1) -> list[Matmul]:
+    """Every matmul of one forward pass, grouped by shape (the ops ``forward_flops`` counts).
+
+    q, k and v are three ``[rows, C] @ [C, C]`` matmuls, as ``stride_jax.model`` runs them;
+    the dense shapes of the spatial and temporal halves are the same and share a row.
+    """
+    c = int(model_config["dim_feat"])
+    rep = int(model_config.get("dim_rep", 0))
+    depth = int(model_config["depth"])
+    heads = int(model_config.get("num_heads", 8))
+    joints = int(model_config.get("num_joints", 17))
+    dim_in = int(model_config.get("dim_in", 3))
+    hidden = int(c * float(model_config.get("mlp_ratio", 2.0)))
+    rows, d = windows * frames * joints, c // heads
+    pairs = 2 * 2 * depth  # 2 streams x (spatial, temporal) per depth
+    ops = [Matmul("joints_embed", "nn", 1, rows, dim_in, c, 1),
+           Matmul("q / k / v", "nn", 1, rows, c, c, 3 * pairs),
+           Matmul("attention proj", "nn", 1, rows, c, c, pairs),
+           Matmul("mlp fc1", "nn", 1, rows, c, hidden, pairs),
+           Matmul("mlp fc2", "nn", 1, rows, hidden, c, pairs),
+           Matmul("spatial q k^T", "nt", windows * frames * heads, joints, d, joints, 2 * depth),
+           Matmul("spatial p v", "nn", windows * frames * heads, joints, joints, d, 2 * depth),
+           Matmul("temporal q k^T", "nt", windows * joints * heads, frames, d, frames,
+                  2 * depth),
+           Matmul("temporal p v", "nn", windows * joints * heads, frames, frames, d, 2 * depth)]
+    if model_config.get("att_fuse", True):
+        ops.append(Matmul("stream fusion", "nn", 1, rows, 2 * c, 2, depth))
+    if rep:
+        ops.append(Matmul("pre_logits", "nn", 1, rows, c, rep, 1))
+    ops.append(Matmul("head", "nn", 1, rows, rep or c, 3, 1))
+    return ops
+
+
+def backward_matmuls(forward: list[Matmul]) -> list[Matmul]:
+    """The two matmuls autodiff runs for each forward ``a @ b``: ``d_a`` and ``d_b``.
+
+    For ``nn``: ``d_a = g @ b.T`` (``nt``), ``d_b = a.T @ g`` (``tn``); for ``nt``
+    (``a @ b.T``, ``b`` stored ``[n, k]``): ``d_a = g @ b`` (``nn``), ``d_b = g.T @ a``
+    (``tn``).  Each has the forward matmul's FLOPs, so a training step is 3x the forward
+    pass.  (For a dense layer ``a`` is the input and ``b`` the weight.)
+    """
+    out = []
+    for op in forward:
+        if op.layout == "nn":
+            out += [op._replace(name=f"{op.name} (d lhs)", layout="nt", k=op.n, n=op.k),
+                    op._replace(name=f"{op.name} (d rhs)", layout="tn", m=op.k, k=op.m)]
+        elif op.layout == "nt":
+            out += [op._replace(name=f"{op.name} (d lhs)", layout="nn", k=op.n, n=op.k),
+                    op._replace(name=f"{op.name} (d rhs)", layout="tn", m=op.n, k=op.m,
+                                n=op.k)]
+        else:
+            raise ValueError(f"no backward rule for layout {op.layout!r}")
+    return out
+
+
+def train_step_matmuls(model_config: Mapping[str, Any], frames: int,
+                       batch: int = 1) -> list[Matmul]:
+    """Forward and backward matmuls of one training step on ``batch`` clips."""
+    forward = forward_matmuls(model_config, frames, batch)
+    return forward + backward_matmuls(forward)

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from stride_jax import flops
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 
@@ -192,3 +194,45 @@ def test_call_vs_loop_pairs_the_runs(capsys):
     assert "call / loop (medians)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench.main(["--K", "0"])
+
+
+def test_matmul_bound_times_every_listed_matmul(tmp_path, capsys):
+    bench = _load("bench_matmul_bound")
+    argv = ["--sizes", "tiny", "--repeats", "1", "--min_time", "0.001", "--matmul_n", "64",
+            "--steps", "1", "--step_repeats", "1", "--out", str(tmp_path)] + TORCH_FLAG
+    assert bench.main(argv) == 0
+    result = json.loads((tmp_path / "bench_matmul_bound.json").read_text())
+    rows, totals = result["matmuls"], result["totals"]
+    ops = flops.train_step_matmuls(result["setup"]["model"], result["setup"]["frames"], 1)
+    assert [(r["name"], r["layout"], r["m"], r["k"], r["n"], r["count"]) for r in rows] == [
+        (o.name, o.layout, o.m, o.k, o.n, o.count) for o in ops]
+    assert totals["flops"] == pytest.approx(
+        flops.train_step_flops(result["setup"]["model"], result["setup"]["frames"]))
+    sides = ("xla", "torch") if HAS_TORCH else ("xla",)
+    for side in sides:
+        assert all(_positive(r[f"{side}_s"]) for r in rows)
+        assert totals[f"{side}_matmul_step_s"] == pytest.approx(
+            sum(r[f"{side}_s"] * r["count"] for r in rows))
+        assert sum(r[f"{side}_step_share"] for r in rows) == pytest.approx(1.0)
+    assert _positive(result["steps"]["jax_step_s"])
+    if HAS_TORCH:
+        bound = totals["xla_matmul_step_s"] / result["steps"]["torch_step_s"]
+        assert f"XLA matmuls alone = {bound:.2f} x the PyTorch step" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("layout", ["nn", "nt", "tn"])
+def test_matmul_bound_operands_give_the_product(layout):
+    bench = _load("bench_matmul_bound")
+    op = flops.Matmul("x", layout, 3, 4, 5, 6, 1)
+    shape_a, shape_b = bench.operand_shapes(op)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(shape_a), rng.standard_normal(shape_b)
+    want = {"nn": lambda: a @ b, "nt": lambda: a @ b.swapaxes(1, 2),
+            "tn": lambda: a.swapaxes(1, 2) @ b}[layout]()
+    assert want.shape == (3, 4, 6)
+    np.testing.assert_allclose(bench.xla_matmul(op)(jnp.asarray(a, jnp.float32),
+                                                    jnp.asarray(b, jnp.float32)),
+                               want, rtol=1e-4, atol=1e-4)
+    if HAS_TORCH:
+        got = bench.torch_matmul(torch, op)(torch.from_numpy(a), torch.from_numpy(b))
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
