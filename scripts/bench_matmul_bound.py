@@ -24,6 +24,7 @@ JAX step.  Writes ``bench_matmul_bound.json`` to ``--out``.  CPU only.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,7 +33,6 @@ from typing import Any
 import bench_common as bc
 import bench_pretrain
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from stride_jax import flops
@@ -133,12 +133,13 @@ def time_ops(ops: Sequence[flops.Matmul], args: argparse.Namespace, device: jax.
         fn = xla_matmul(op)
         row = {"name": op.name, "layout": op.layout, "batch": op.batch, "m": op.m, "k": op.k,
                "n": op.n, "count": op.count, "flops": op.flops,
-               "xla_s": time_call(lambda: fn(a, b), bc.block, args.repeats, args.min_time)}
+               "xla_s": time_call(functools.partial(fn, a, b), bc.block, args.repeats,
+                                   args.min_time)}
         if torch is not None:
             ta, tb = torch.from_numpy(a_np), torch.from_numpy(b_np)
             tfn = torch_matmul(torch, op)
-            row["torch_s"] = time_call(lambda: tfn(ta, tb), lambda x: x, args.repeats,
-                                       args.min_time)
+            row["torch_s"] = time_call(functools.partial(tfn, ta, tb), lambda x: x,
+                                       args.repeats, args.min_time)
         rows.append(row)
         print(f"  {op.name}: XLA {row['xla_s'] * 1e3:.3f} ms"
               + (f", torch {row['torch_s'] * 1e3:.3f} ms" if "torch_s" in row else ""),

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     import jax.numpy as jnp
 
     from configs.cpu import get_config
-    from stride_jax import checkpoint, model_input
+    from stride_jax import checkpoint, model_input, pretrain
     from stride_jax.data import dataset
     from stride_jax.evalset import make_eval_set
     from stride_jax.model import build_model
@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def predict(clean: np.ndarray) -> np.ndarray:
         x = model_input.make_input(jnp.asarray(clean), None, model.dim_in)
-        return np.concatenate([np.asarray(fwd(prior.params, x[i:i + args.batch]))
-                               for i in range(0, x.shape[0], args.batch)])
+        return pretrain.forward_in_batches(fwd, prior.params, x, args.batch)
 
     report = {}
     for split in [s for s in args.splits.split(",") if s]:

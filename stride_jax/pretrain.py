@@ -28,6 +28,7 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,22 @@ def corruption_settings(config: ml_collections.ConfigDict) -> dict:
             "protocol_s": (float(sim["occ_window_s"]), float(sim["occ_span_s"]))}
 
 
+def forward_in_batches(fwd: Callable[[Any, jax.Array], jax.Array], params: Any,
+                       inputs: jax.Array, batch_size: int,
+                       put: Callable[[jax.Array], Any] = jnp.asarray) -> np.ndarray:
+    """``fwd(params, batch)`` over ``inputs`` in batches of ``batch_size``.
+
+    The last batch is zero-padded to full size (its padding dropped from the result), so
+    a jitted ``fwd`` compiles once; ``put`` places each batch (e.g. sharded on a mesh).
+    """
+    n = inputs.shape[0]
+    pad = (-n) % batch_size
+    x = jnp.concatenate([inputs, jnp.zeros((pad,) + inputs.shape[1:], inputs.dtype)])
+    out = [np.asarray(fwd(params, put(x[i:i + batch_size])))
+           for i in range(0, n + pad, batch_size)]
+    return np.concatenate(out)[:n]
+
+
 def evaluate_prior(model, params: Any, evalset: EvalSet, batch_size: int, *,
                    mesh: jax.sharding.Mesh | None = None) -> dict[str, float]:
     """Validation MPJPE (mm) of the prior on clean and on occluded+noisy windows.
@@ -165,12 +182,7 @@ def evaluate_prior(model, params: Any, evalset: EvalSet, batch_size: int, *,
     dim_in = model.dim_in
 
     def run(inputs):
-        n = inputs.shape[0]
-        pad = (-n) % batch_size
-        x = jnp.concatenate([inputs, jnp.zeros((pad,) + inputs.shape[1:], inputs.dtype)])
-        out = [np.asarray(fwd(params, put(x[i:i + batch_size])))
-               for i in range(0, n + pad, batch_size)]
-        return jnp.asarray(np.concatenate(out)[:n])
+        return jnp.asarray(forward_in_batches(fwd, params, inputs, batch_size, put))
 
     occ = ~valid
     err_occ = metrics.mpjpe(run(model_input.make_input(interp, valid, dim_in)), clean)

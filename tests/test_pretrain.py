@@ -108,3 +108,16 @@ def test_truncated_checkpoint_falls_back_and_prior_error(tmp_path, caplog):
         checkpoint.load_prior(tmp_path / "prior")
     with pytest.raises(checkpoint.CheckpointError, match="not found"):
         checkpoint.load_prior(tmp_path / "missing")
+
+
+def test_forward_in_batches_pads_the_last_batch():
+    seen = []
+
+    def fwd(params, x):
+        seen.append(x.shape)
+        return x * params
+
+    inputs = jnp.arange(7 * 2, dtype=jnp.float32).reshape(7, 2)
+    out = pretrain.forward_in_batches(fwd, 3.0, inputs, 3)
+    np.testing.assert_allclose(out, 3.0 * np.asarray(inputs))
+    assert seen == [(3, 2)] * 3  # one shape only: a jitted fwd compiles once
