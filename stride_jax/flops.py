@@ -32,8 +32,9 @@ def forward_flops(model_config: Mapping[str, Any], frames: int, windows: int = 1
     temporal = 2 * joints * frames * frames * c  # ... over the frames of a joint
     per_depth = (4 * dense_per_pair * tokens + 2 * (spatial + temporal)
                  + (2 * c * 2 * tokens if model_config.get("att_fuse", True) else 0))
+    dim_out = int(model_config.get("dim_out", 3))
     macs = (dim_in * c * tokens + depth * per_depth
-            + (c * rep + rep * 3 if rep else c * 3) * tokens)
+            + (c * rep + rep * dim_out if rep else c * dim_out) * tokens)
     return 2.0 * macs * windows
 
 
@@ -71,6 +72,16 @@ class Matmul(NamedTuple):
         """``2 * batch * m * k * n * count``."""
         return 2.0 * self.batch * self.m * self.k * self.n * self.count
 
+    def operand_shapes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Shapes of the two operands as stored for ``layout`` (batch axis only if > 1)."""
+        lead = (self.batch,) if self.batch > 1 else ()
+        a = (self.k, self.m) if self.layout == "tn" else (self.m, self.k)
+        b = (self.n, self.k) if self.layout == "nt" else (self.k, self.n)
+        return lead + a, lead + b
+
+
+TEMPORAL_SCORES = "temporal q k^T"  # the op whose backward is stride_jax.attention's own
+
 
 def forward_matmuls(model_config: Mapping[str, Any], frames: int,
                     windows: int = 1) -> list[Matmul]:
@@ -85,6 +96,7 @@ def forward_matmuls(model_config: Mapping[str, Any], frames: int,
     heads = int(model_config.get("num_heads", 8))
     joints = int(model_config.get("num_joints", 17))
     dim_in = int(model_config.get("dim_in", 3))
+    dim_out = int(model_config.get("dim_out", 3))
     hidden = int(c * float(model_config.get("mlp_ratio", 2.0)))
     rows, d = windows * frames * joints, c // heads
     pairs = 2 * 2 * depth  # 2 streams x (spatial, temporal) per depth
@@ -95,15 +107,16 @@ def forward_matmuls(model_config: Mapping[str, Any], frames: int,
            Matmul("mlp fc2", "nn", 1, rows, hidden, c, pairs),
            Matmul("spatial q k^T", "nt", windows * frames * heads, joints, d, joints, 2 * depth),
            Matmul("spatial p v", "nn", windows * frames * heads, joints, joints, d, 2 * depth),
-           Matmul("temporal q k^T", "nt", windows * joints * heads, frames, d, frames,
+           Matmul(TEMPORAL_SCORES, "nt", windows * joints * heads, frames, d, frames,
                   2 * depth),
            Matmul("temporal p v", "nn", windows * joints * heads, frames, frames, d, 2 * depth)]
     if model_config.get("att_fuse", True):
         ops.append(Matmul("stream fusion", "nn", 1, rows, 2 * c, 2, depth))
     if rep:
         ops.append(Matmul("pre_logits", "nn", 1, rows, c, rep, 1))
-    ops.append(Matmul("head", "nn", 1, rows, rep or c, 3, 1))
+    ops.append(Matmul("head", "nn", 1, rows, rep or c, dim_out, 1))
     return ops
+
 
 
 def backward_matmuls(forward: list[Matmul]) -> list[Matmul]:
@@ -111,8 +124,8 @@ def backward_matmuls(forward: list[Matmul]) -> list[Matmul]:
 
     For ``nn``: ``d_a = g @ b.T`` (``nt``), ``d_b = a.T @ g`` (``tn``); for ``nt``
     (``a @ b.T``, ``b`` stored ``[n, k]``): ``d_a = g @ b`` (``nn``), ``d_b = g.T @ a``
-    (``tn``).  Each has the forward matmul's FLOPs, so a training step is 3x the forward
-    pass.  (For a dense layer ``a`` is the input and ``b`` the weight.)
+    (``tn``).  Each has the forward matmul's FLOPs.  (For a dense layer ``a`` is the input
+    and ``b`` the weight.)
     """
     out = []
     for op in forward:
@@ -128,8 +141,36 @@ def backward_matmuls(forward: list[Matmul]) -> list[Matmul]:
     return out
 
 
+def attention_backward_matmuls(scores: Matmul) -> list[Matmul]:
+    """The five matmuls of ``stride_jax.attention``'s recomputing backward pass.
+
+    ``scores`` is the forward ``q k^T`` (``batch`` x ``[N, D] @ [D, N]``).  The backward
+    works on the transposed scores: ``s^T = k q^T`` recomputed (``nt``), ``dv = p^T g``
+    (``nn``), ``dp^T = v g^T`` (``nt``), ``dq = (ds^T)^T k`` (``tn``), ``dk = ds^T q``
+    (``nn``).
+    """
+    n, d = scores.m, scores.k
+    name = scores.name.split(" ")[0] + " attention backward"
+    return [scores._replace(name=f"{name}: s^T recomputed", layout="nt", m=n, k=d, n=n),
+            scores._replace(name=f"{name}: dv", layout="nn", m=n, k=n, n=d),
+            scores._replace(name=f"{name}: dp^T", layout="nt", m=n, k=d, n=n),
+            scores._replace(name=f"{name}: dq", layout="tn", m=n, k=n, n=d),
+            scores._replace(name=f"{name}: dk", layout="nn", m=n, k=n, n=d)]
+
+
 def train_step_matmuls(model_config: Mapping[str, Any], frames: int,
                        batch: int = 1) -> list[Matmul]:
-    """Forward and backward matmuls of one training step on ``batch`` clips."""
+    """Every matmul one training step of ``stride_jax.model`` runs on ``batch`` clips.
+
+    The forward pass, autodiff's backward of every plain matmul (not the input layer's
+    ``d lhs``: the input is not differentiated) and the five matmuls of the temporal
+    attention's recomputing backward (``attention_backward_matmuls``).  Its FLOPs are
+    ``train_step_flops`` (3x forward, by convention) minus the input layer's forward FLOPs
+    plus one recomputed score matmul per temporal attention.
+    """
     forward = forward_matmuls(model_config, frames, batch)
-    return forward + backward_matmuls(forward)
+    temporal = [op for op in forward if op.name.startswith("temporal ")]
+    plain = [op for op in forward if op not in temporal]
+    backward = [op for op in backward_matmuls(plain) if op.name != "joints_embed (d lhs)"]
+    scores = next(op for op in temporal if op.name == TEMPORAL_SCORES)
+    return forward + backward + attention_backward_matmuls(scores)

@@ -206,8 +206,7 @@ def test_matmul_bound_times_every_listed_matmul(tmp_path, capsys):
     ops = flops.train_step_matmuls(result["setup"]["model"], result["setup"]["frames"], 1)
     assert [(r["name"], r["layout"], r["m"], r["k"], r["n"], r["count"]) for r in rows] == [
         (o.name, o.layout, o.m, o.k, o.n, o.count) for o in ops]
-    assert totals["flops"] == pytest.approx(
-        flops.train_step_flops(result["setup"]["model"], result["setup"]["frames"]))
+    assert totals["flops"] == pytest.approx(sum(o.flops for o in ops))
     sides = ("xla", "torch") if HAS_TORCH else ("xla",)
     for side in sides:
         assert all(_positive(r[f"{side}_s"]) for r in rows)
@@ -220,16 +219,17 @@ def test_matmul_bound_times_every_listed_matmul(tmp_path, capsys):
         assert f"XLA matmuls alone = {bound:.2f} x the PyTorch step" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("layout", ["nn", "nt", "tn"])
-def test_matmul_bound_operands_give_the_product(layout):
+def test_matmul_bound_operands_give_the_product(layout, batch):
     bench = _load("bench_matmul_bound")
-    op = flops.Matmul("x", layout, 3, 4, 5, 6, 1)
-    shape_a, shape_b = bench.operand_shapes(op)
+    op = flops.Matmul("x", layout, batch, 4, 5, 6, 1)
+    shape_a, shape_b = op.operand_shapes()
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal(shape_a), rng.standard_normal(shape_b)
-    want = {"nn": lambda: a @ b, "nt": lambda: a @ b.swapaxes(1, 2),
-            "tn": lambda: a.swapaxes(1, 2) @ b}[layout]()
-    assert want.shape == (3, 4, 6)
+    want = {"nn": lambda: a @ b, "nt": lambda: a @ b.swapaxes(-1, -2),
+            "tn": lambda: a.swapaxes(-1, -2) @ b}[layout]()
+    assert want.shape == ((batch,) if batch > 1 else ()) + (4, 6)
     np.testing.assert_allclose(bench.xla_matmul(op)(jnp.asarray(a, jnp.float32),
                                                     jnp.asarray(b, jnp.float32)),
                                want, rtol=1e-4, atol=1e-4)

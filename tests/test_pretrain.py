@@ -121,3 +121,5 @@ def test_forward_in_batches_pads_the_last_batch():
     out = pretrain.forward_in_batches(fwd, 3.0, inputs, 3)
     np.testing.assert_allclose(out, 3.0 * np.asarray(inputs))
     assert seen == [(3, 2)] * 3  # one shape only: a jitted fwd compiles once
+    placed = pretrain.forward_in_batches(fwd, 3.0, inputs, 4, put=lambda x: x + 1.0)
+    np.testing.assert_allclose(placed, 3.0 * (np.asarray(inputs) + 1.0))  # put on each batch

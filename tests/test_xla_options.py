@@ -31,6 +31,11 @@ def test_the_users_value_of_the_same_option_wins():
     assert env["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=-reduce"
 
 
+def test_an_option_with_a_longer_name_is_not_the_same_option():
+    env = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type_extra=1"}
+    assert xla_options.apply(env) == [FLAG]
+
+
 def test_opt_out():
     for value in ("0", "false", "OFF"):
         env = {"STRIDE_JAX_XLA_DEFAULTS": value}
