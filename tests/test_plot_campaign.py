@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,15 @@ _spec.loader.exec_module(plot_campaign)
 def test_committed_log_plots(tmp_path):
     rows = plot_campaign.read_rows(REPO / "stride_jax/assets/campaign_validation.csv")
     steps = [r["total_steps"] for r in rows]
-    assert steps == sorted(steps) and rows[-1]["shipped"] == "yes"
+    assert steps == sorted(steps)
+    # the last shipped row is the shipped prior, with its validation numbers
+    meta = json.loads((REPO / "stride_jax/assets/prior_cpu/prior.json").read_text())["meta"]
+    shipped = [r for r in rows if r["shipped"] == "yes"][-1]
+    assert shipped["total_steps"] == meta["total_steps"]
+    assert shipped["clean_input"] == pytest.approx(meta["validation"]["val_mpjpe_clean_input"],
+                                                   abs=0.05)
+    assert shipped["occluded_frames"] == pytest.approx(
+        meta["validation"]["val_mpjpe_occluded_frames"], abs=0.05)
     out = plot_campaign.plot(rows, tmp_path / "curve.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
