@@ -15,27 +15,11 @@ from typing import Any, NamedTuple
 
 
 def forward_flops(model_config: Mapping[str, Any], frames: int, windows: int = 1) -> float:
-    """FLOPs of one forward pass over ``windows`` windows of ``frames`` frames.
-
-    Per depth: two streams, each a spatial and a temporal (attention + MLP) pair; then the
-    stream fusion, the final ``pre_logits`` (when ``dim_rep``) and the 3-D head.
-    """
-    c = int(model_config["dim_feat"])
-    rep = int(model_config.get("dim_rep", 0))
-    depth = int(model_config["depth"])
-    joints = int(model_config.get("num_joints", 17))
-    dim_in = int(model_config.get("dim_in", 3))
-    hidden = int(c * float(model_config.get("mlp_ratio", 2.0)))
-    tokens = frames * joints
-    dense_per_pair = 4 * c * c + 2 * c * hidden  # qkv, proj, fc1, fc2 (MACs per token)
-    spatial = 2 * frames * joints * joints * c  # q k^T and p v over the joints of a frame
-    temporal = 2 * joints * frames * frames * c  # ... over the frames of a joint
-    per_depth = (4 * dense_per_pair * tokens + 2 * (spatial + temporal)
-                 + (2 * c * 2 * tokens if model_config.get("att_fuse", True) else 0))
-    dim_out = int(model_config.get("dim_out", 3))
-    macs = (dim_in * c * tokens + depth * per_depth
-            + (c * rep + rep * dim_out if rep else c * dim_out) * tokens)
-    return 2.0 * macs * windows
+    """FLOPs of one forward pass over ``windows`` windows of ``frames`` frames: the sum
+    over ``forward_matmuls`` (per depth two streams, each a spatial and a temporal
+    attention + MLP pair; then the stream fusion, ``pre_logits`` when ``dim_rep`` and the
+    3-D head)."""
+    return sum(op.flops for op in forward_matmuls(model_config, frames, windows))
 
 
 def train_step_flops(model_config: Mapping[str, Any], frames: int, batch: int = 1) -> float:
@@ -85,7 +69,7 @@ TEMPORAL_SCORES = "temporal q k^T"  # the op whose backward is stride_jax.attent
 
 def forward_matmuls(model_config: Mapping[str, Any], frames: int,
                     windows: int = 1) -> list[Matmul]:
-    """Every matmul of one forward pass, grouped by shape (the ops ``forward_flops`` counts).
+    """Every matmul of one forward pass, grouped by shape (``forward_flops`` sums them).
 
     q, k and v are three ``[rows, C] @ [C, C]`` matmuls, as ``stride_jax.model`` runs them;
     the dense shapes of the spatial and temporal halves are the same and share a row.
@@ -116,7 +100,6 @@ def forward_matmuls(model_config: Mapping[str, Any], frames: int,
         ops.append(Matmul("pre_logits", "nn", 1, rows, c, rep, 1))
     ops.append(Matmul("head", "nn", 1, rows, rep or c, dim_out, 1))
     return ops
-
 
 
 def backward_matmuls(forward: list[Matmul]) -> list[Matmul]:
