@@ -54,15 +54,16 @@ def get_config(arg=None):
     # Corruption of the clean clip (see stride_jax/corrupt.py: corrupt_for_pretraining).
     # Occlusion pattern per clip: with protocol_prob the evaluation protocol (config.simulator
     # occ_span_s hidden per occ_window_s), with gap_prob repeated whole-frame gaps of gap_s
-    # seconds hiding a gap_duty fraction, else random spans covering frame_mask_ratio.  Joint
-    # masks, noise, scale errors, outliers, depth shifts and left/right swaps apply to all;
+    # seconds hiding a gap_duty fraction, with visible_prob no hidden frame, else random
+    # spans covering frame_mask_ratio.  Joint masks, noise, scale errors, outliers, depth
+    # shifts and left/right swaps apply to all;
     # noise_level (lo, hi): per-clip factor on the noise, scale and depth errors.
     config.pretrain.corrupt = dict(joint_mask_ratio=0.05, frame_mask_ratio=0.4, span_min=5,
                                    span_max=60, noise_std=0.02, scale_std=0.03,
                                    outlier_prob=0.005, outlier_std=0.15,
                                    gap_prob=0.0, protocol_prob=0.0, gap_s=(0.5, 2.0),
                                    gap_duty=(0.25, 0.6), depth_std=0.0, swap_prob=0.0,
-                                   noise_level=(1.0, 1.0))
+                                   noise_level=(1.0, 1.0), visible_prob=0.0)
 
     # Test-time alignment (the paper's recipe and losses: MPJPE, N-MPJPE, velocity, limb
     # variance), with settings chosen on the validation split for our small prior

@@ -166,6 +166,7 @@ def corrupt_for_pretraining(
     depth_std: float = 0.0,
     swap_prob: float = 0.0,
     noise_level: tuple[float, float] = (1.0, 1.0),
+    visible_prob: float = 0.0,
     fps: float = 30.0,
     protocol_s: tuple[float, float] = (3.2, 1.6),
     per_joint: bool = False,
@@ -185,8 +186,10 @@ def corrupt_for_pretraining(
     evaluation protocol (:func:`occlusion_mask`: one ``protocol_s[1]`` s gap in every
     ``protocol_s[0]`` s window, ``config.simulator``), with probability ``gap_prob``
     repeated whole-frame gaps of ``gap_s`` seconds hiding a ``gap_duty`` fraction of the
-    frames (:func:`gap_mask`), otherwise the random spans above (``frame_mask_ratio``).
-    Joint masks and noise apply in every case.  A sequence left with no visible frame
+    frames (:func:`gap_mask`), with probability ``visible_prob`` no hidden frame (the
+    input a prior meets on well-detected video, e.g. the clean-input check), otherwise
+    the random spans above (``frame_mask_ratio``).  Joint masks and noise apply in every
+    case.  A sequence left with no visible frame
     (gaps longer than a short clip) gets its first frame back.  Estimator-like errors
     (as :func:`simulate_estimator`): left/right swaps (``swap_prob``) before the scale
     error and a per-frame depth shift (``depth_std``) after it.  ``noise_level``
@@ -208,13 +211,14 @@ def corrupt_for_pretraining(
       outlier_std: per-coordinate std of outlier offsets (metres).
       gap_prob: probability of the repeated-gaps pattern for a sequence.
       protocol_prob: probability of the evaluation-protocol pattern for a sequence
-        (``gap_prob + protocol_prob <= 1``).
+        (``gap_prob + protocol_prob + visible_prob <= 1``).
       gap_s: ``(shortest, longest)`` gap of the repeated-gaps pattern (seconds).
       gap_duty: ``(lowest, highest)`` fraction of frames the repeated gaps hide.
       depth_std: std of the per-frame depth (z) shift of the whole pose (metres).
       swap_prob: per-pair, per-frame left/right swap probability.
       noise_level: ``(lo, hi)`` range of the per-sequence factor on ``noise_std``,
         ``scale_std`` and ``depth_std`` (``0 <= lo <= hi``).
+      visible_prob: probability that a sequence has no hidden frame.
       fps: frame rate of ``clean`` (converts ``gap_s`` and ``protocol_s`` to frames).
       protocol_s: ``(occ_window_s, occ_span_s)`` of the evaluation protocol.
       per_joint: return joint validity ``[..., T, 17]`` (joint masks included).
@@ -230,10 +234,11 @@ def corrupt_for_pretraining(
     _check_nonneg(noise_std=noise_std, scale_std=scale_std, outlier_std=outlier_std,
                   depth_std=depth_std)
     _check_prob(joint_mask_ratio=joint_mask_ratio, outlier_prob=outlier_prob,
-                gap_prob=gap_prob, protocol_prob=protocol_prob, swap_prob=swap_prob)
-    if gap_prob + protocol_prob > 1.0:
-        raise ValueError(f"gap_prob + protocol_prob must be <= 1, got {gap_prob} + "
-                         f"{protocol_prob}")
+                gap_prob=gap_prob, protocol_prob=protocol_prob, swap_prob=swap_prob,
+                visible_prob=visible_prob)
+    if gap_prob + protocol_prob + visible_prob > 1.0:
+        raise ValueError(f"gap_prob + protocol_prob + visible_prob must be <= 1, got "
+                         f"{gap_prob} + {protocol_prob} + {visible_prob}")
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     level_lo, level_hi = (float(v) for v in noise_level)
@@ -270,8 +275,10 @@ def corrupt_for_pretraining(
     for _ in batch:
         span_fn = jax.vmap(span_fn)
     valid = ~span_fn(span_keys)
-    if gap_prob > 0 or protocol_prob > 0:
+    if gap_prob > 0 or protocol_prob > 0 or visible_prob > 0:
         mode = jax.random.uniform(k_mode, batch)[..., None]
+        if visible_prob > 0:  # mode in [protocol + gap, protocol + gap + visible)
+            valid = jnp.where(mode < protocol_prob + gap_prob + visible_prob, True, valid)
         if gap_prob > 0:
             lo, hi = (max(1, int(round(s * fps))) for s in gap_s)
             gaps = gap_mask(k_gap, batch, n_frames, gap_min=lo, gap_max=hi,

@@ -261,6 +261,21 @@ class TestOcclusionPatterns:
         noisy, valid = _corrupt(jax.random.key(22), _clean(22, 64, 27), **cfg)
         assert np.asarray(valid).any(-1).all() and np.isfinite(np.asarray(noisy)).all()
 
+    def test_visible_clips(self):
+        """visible_prob: that share of clips keeps every frame, the rest follow the other
+        patterns; joint masks still apply to visible clips."""
+        clean = _clean(28, 600, 90)
+        cfg = dict(_QUIET, frame_mask_ratio=0.4, gap_prob=0.3, protocol_prob=0.2,
+                   visible_prob=0.25, fps=30.0)
+        _, valid = _corrupt(jax.random.key(28), clean, **cfg)
+        unhidden = np.asarray(valid).all(-1)
+        assert unhidden.mean() == pytest.approx(0.25, abs=0.05)
+        _, valid = _corrupt(jax.random.key(29), clean[:20], **dict(
+            cfg, gap_prob=0.0, protocol_prob=0.0, visible_prob=1.0, joint_mask_ratio=0.1,
+            per_joint=True))
+        valid = np.asarray(valid)
+        assert valid.any(-1).all() and (~valid).mean() == pytest.approx(0.1, abs=0.02)
+
     def test_per_joint_validity_and_estimator_noise(self):
         clean = _clean(23, 8, 60)
         cfg = dict(_QUIET, frame_mask_ratio=0.3, joint_mask_ratio=0.1, per_joint=True)
@@ -285,7 +300,8 @@ class TestOcclusionPatterns:
         cfg = dict(joint_mask_ratio=0.05, frame_mask_ratio=0.4, span_min=5, span_max=20)
         base = _corrupt(jax.random.key(26), clean, **cfg)
         explicit = _corrupt(jax.random.key(26), clean, **dict(
-            cfg, gap_prob=0.0, protocol_prob=0.0, depth_std=0.0, swap_prob=0.0, fps=25.0))
+            cfg, gap_prob=0.0, protocol_prob=0.0, depth_std=0.0, swap_prob=0.0, fps=25.0,
+            visible_prob=0.0))
         np.testing.assert_array_equal(base[0], explicit[0])
         np.testing.assert_array_equal(base[1], explicit[1])
 
@@ -293,5 +309,9 @@ class TestOcclusionPatterns:
         clean = _clean(27, 2, 30)
         with pytest.raises(ValueError, match="gap_prob \\+ protocol_prob"):
             corrupt_for_pretraining(jax.random.key(0), clean, gap_prob=0.7, protocol_prob=0.5)
+        with pytest.raises(ValueError, match="visible_prob must be <= 1"):
+            corrupt_for_pretraining(jax.random.key(0), clean, gap_prob=0.5, visible_prob=0.6)
+        with pytest.raises(ValueError, match="visible_prob"):
+            corrupt_for_pretraining(jax.random.key(0), clean, visible_prob=-0.1)
         with pytest.raises(ValueError, match="swap_prob"):
             corrupt_for_pretraining(jax.random.key(0), clean, swap_prob=1.5)
