@@ -15,7 +15,10 @@ test-time-training step on one window).
 
 The JAX step runs its matmuls on XLA's kernels, so when their sum is more than
 ``--target`` x the measured PyTorch step, the speed target (vmap s/video <= ``target`` x
-PyTorch) is out of reach without faster kernels or less work.  It is an estimate, not a
+PyTorch) is out of reach without faster kernels or less work.  It also prints the ratio
+the JAX step would have with PyTorch's matmul times (``parity_ratios``: JAX's other work as
+measured, and none at all), i.e. what native kernels inside XLA could reach at best.  It
+is an estimate, not a
 strict bound: inside the step the temporal attention runs in chunks of rows and the
 kernels share the caches with other work, so their times there differ somewhat from
 their times alone.  Each timed
@@ -200,7 +203,25 @@ def verdict(totals: dict[str, Any], steps: dict[str, float], target: float) -> l
         lines.append(f"XLA matmuls alone = {bound:.2f} x the PyTorch step: a JAX step of "
                      f"<= {target} x PyTorch is {reach} with XLA's CPU kernels (timed "
                      "one by one)")
+        ratios = parity_ratios(totals, steps)
+        if "parity" in ratios:
+            lines.append(f"With PyTorch's matmul kernels (e.g. a native BLAS call inside "
+                         f"XLA) and JAX's other work as measured: {ratios['parity']:.2f} x "
+                         f"the PyTorch step")
+        lines.append(f"With PyTorch's matmul kernels and nothing else: "
+                     f"{ratios['matmuls_only']:.2f} x the PyTorch step")
     return lines
+
+
+def parity_ratios(totals: dict[str, Any], steps: dict[str, float]) -> dict[str, float]:
+    """JAX step / PyTorch step if XLA's matmuls took PyTorch's time: ``parity`` keeps JAX's
+    measured other work (JAX step - XLA matmuls), ``matmuls_only`` drops it."""
+    torch_matmuls, torch_step = totals["torch_matmul_step_s"], steps["torch_step_s"]
+    out = {"matmuls_only": torch_matmuls / torch_step}
+    if steps.get("jax_step_s"):
+        other = steps["jax_step_s"] - totals["xla_matmul_step_s"]
+        out["parity"] = (other + torch_matmuls) / torch_step
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -237,7 +258,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "steps": args.steps, "step_repeats": args.step_repeats,
                         "target": args.target},
               "machine": machine, "matmuls": rows, "totals": totals, "steps": steps,
-              "verdict": lines}
+              "verdict": lines,
+              "parity_ratios": (parity_ratios(totals, steps) if "torch_step_s" in steps
+                                and "torch_matmul_step_s" in totals else {})}
     out = Path(args.out)
     bc.write_json(out / "bench_matmul_bound.json", result)
     print(f"wrote {out / 'bench_matmul_bound.json'}")

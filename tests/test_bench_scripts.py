@@ -216,7 +216,15 @@ def test_matmul_bound_times_every_listed_matmul(tmp_path, capsys):
     assert _positive(result["steps"]["jax_step_s"])
     if HAS_TORCH:
         bound = totals["xla_matmul_step_s"] / result["steps"]["torch_step_s"]
-        assert f"XLA matmuls alone = {bound:.2f} x the PyTorch step" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert f"XLA matmuls alone = {bound:.2f} x the PyTorch step" in out
+        steps = result["steps"]
+        parity = (steps["jax_step_s"] - totals["xla_matmul_step_s"]
+                  + totals["torch_matmul_step_s"]) / steps["torch_step_s"]
+        assert result["parity_ratios"]["parity"] == pytest.approx(parity)
+        assert f"other work as measured: {parity:.2f} x the PyTorch step" in out
+    else:
+        assert result["parity_ratios"] == {}
 
 
 @pytest.mark.parametrize("batch", [1, 3])
