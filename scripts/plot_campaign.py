@@ -33,27 +33,31 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def plot(rows: list[dict], out: Path) -> Path:
-    """Writes the curve (one line per validation number, shipped priors filled)."""
+    """Writes the curve: one line per validation number through the shipped priors;
+    evaluations of runs that were not shipped as open circles."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    steps = [r["total_steps"] for r in rows]
     for i, (key, label) in enumerate((("occluded_input", "occluded input, all frames"),
                                       ("occluded_frames", "occluded frames"),
                                       ("clean_input", "clean input"))):
         colour = f"C{i}"
-        ax.plot(steps, [r[key] for r in rows], color=colour, label=label)
+        # side runs that were not shipped branch off the shipped line: markers only
         shipped = [(r["total_steps"], r[key]) for r in rows if r["shipped"] == "yes"]
-        ax.plot(*zip(*shipped), "o", color=colour)
+        ax.plot(*zip(*shipped), "o-", color=colour, label=label)
+        others = [(r["total_steps"], r[key]) for r in rows if r["shipped"] != "yes"]
+        if others:
+            ax.plot(*zip(*others), "o", color=colour, mfc="none", ms=5)
         if key in INTERP:
             ax.axhline(INTERP[key], color=colour, ls=":", lw=1)
     ax.axhline(25.0, color="k", ls="--", lw=0.8, label="target, clean input")
     ax.set(xlabel="pretraining steps in total (batch 4 x 243 frames)",
            ylabel="validation MPJPE (mm)",
-           title="prior_cpu campaign (dots: shipped; dotted: interpolation)")
+           title="prior_cpu campaign (dots: shipped; circles: not shipped;\n"
+                 "dotted: interpolation)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
