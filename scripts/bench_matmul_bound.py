@@ -184,8 +184,10 @@ def measure_steps(config: Any, frames: int, args: argparse.Namespace, device: ja
     return out
 
 
-def verdict(totals: dict[str, Any], steps: dict[str, float], target: float) -> list[str]:
-    """The lines that compare the summed matmul times with the measured steps."""
+def verdict(totals: dict[str, Any], steps: dict[str, float], ratios: dict[str, float],
+            target: float) -> list[str]:
+    """The lines that compare the summed matmul times with the measured steps
+    (``ratios``: :func:`parity_ratios`)."""
     lines = []
     xla, jax_step = totals["xla_matmul_step_s"], steps.get("jax_step_s")
     if jax_step:
@@ -203,7 +205,6 @@ def verdict(totals: dict[str, Any], steps: dict[str, float], target: float) -> l
         lines.append(f"XLA matmuls alone = {bound:.2f} x the PyTorch step: a JAX step of "
                      f"<= {target} x PyTorch is {reach} with XLA's CPU kernels (timed "
                      "one by one)")
-        ratios = parity_ratios(totals, steps)
         if "parity" in ratios:
             lines.append(f"With PyTorch's matmul kernels (e.g. a native BLAS call inside "
                          f"XLA) and JAX's other work as measured: {ratios['parity']:.2f} x "
@@ -215,7 +216,10 @@ def verdict(totals: dict[str, Any], steps: dict[str, float], target: float) -> l
 
 def parity_ratios(totals: dict[str, Any], steps: dict[str, float]) -> dict[str, float]:
     """JAX step / PyTorch step if XLA's matmuls took PyTorch's time: ``parity`` keeps JAX's
-    measured other work (JAX step - XLA matmuls), ``matmuls_only`` drops it."""
+    measured other work (JAX step - XLA matmuls), ``matmuls_only`` drops it; empty
+    without the PyTorch side."""
+    if "torch_step_s" not in steps or "torch_matmul_step_s" not in totals:
+        return {}
     torch_matmuls, torch_step = totals["torch_matmul_step_s"], steps["torch_step_s"]
     out = {"matmuls_only": torch_matmuls / torch_step}
     if steps.get("jax_step_s"):
@@ -250,7 +254,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = time_ops(ops, args, device, torch)
     totals = summarise(rows, peak)
     steps = measure_steps(config, frames, args, device, torch) if args.steps else {}
-    lines = verdict(totals, steps, args.target)
+    ratios = parity_ratios(totals, steps)
+    lines = verdict(totals, steps, ratios, args.target)
     print(bc.format_table(rows, COLUMNS))
     print("\n".join(lines))
     result = {"setup": {"sizes": args.sizes, "config": args.config, "model": model_config,
@@ -258,9 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "steps": args.steps, "step_repeats": args.step_repeats,
                         "target": args.target},
               "machine": machine, "matmuls": rows, "totals": totals, "steps": steps,
-              "verdict": lines,
-              "parity_ratios": (parity_ratios(totals, steps) if "torch_step_s" in steps
-                                and "torch_matmul_step_s" in totals else {})}
+              "verdict": lines, "parity_ratios": ratios}
     out = Path(args.out)
     bc.write_json(out / "bench_matmul_bound.json", result)
     print(f"wrote {out / 'bench_matmul_bound.json'}")

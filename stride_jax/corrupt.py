@@ -189,8 +189,8 @@ def corrupt_for_pretraining(
     frames (:func:`gap_mask`), with probability ``visible_prob`` no hidden frame (the
     input a prior meets on well-detected video, e.g. the clean-input check), otherwise
     the random spans above (``frame_mask_ratio``).  Joint masks and noise apply in every
-    case.  A sequence left with no visible frame
-    (gaps longer than a short clip) gets its first frame back.  Estimator-like errors
+    case.  A sequence left with no visible frame (gaps longer than a short clip) gets its
+    first frame back.  Estimator-like errors
     (as :func:`simulate_estimator`): left/right swaps (``swap_prob``) before the scale
     error and a per-frame depth shift (``depth_std``) after it.  ``noise_level``
     ``(lo, hi)``: each sequence's noise, scale and depth errors are multiplied by one factor
