@@ -1,13 +1,15 @@
 """How fast a training step could be with each side's own matmul kernels.
 
     python scripts/bench_matmul_bound.py --sizes cpu --out runs/bench_bound \
-        [--frames T] [--repeats 5] [--min_time 0.2] [--target 0.6] [--no-torch]
+        [--frames T] [--repeats 5] [--min_time 0.2] [--target 0.6] [--no-torch] [--no-blas]
 
 Lists every matmul of one training step on one window
 (``stride_jax.flops.train_step_matmuls``: the forward pass, autodiff's backward and the
 temporal attention's own recomputing backward, grouped by shape and operand layout) and
 times each shape alone, with XLA's CPU kernels (a jitted ``lax.dot_general`` in the
-layout the step runs) and with PyTorch's (``torch.matmul`` on transposed views).  count
+layout the step runs), with PyTorch's (``torch.matmul`` on transposed views) and with the
+OpenBLAS that NumPy ships (``np.matmul`` on transposed views: what a native BLAS call
+from XLA could use without a new dependency).  count
 x time summed over the shapes is what the step's matmuls alone cost with those kernels,
 as if nothing else ran.  Beside it, one measured training step on one window of each
 side (``bench_pretrain``'s JAX update and PyTorch reference at batch 1: the work of one
@@ -48,7 +50,8 @@ from stride_jax.model import build_model, init_params
 COLUMNS = (("name", "matmul"), ("layout", "layout"), ("shape", "batch x [m,k]@[k,n]"),
            ("count", "n"), ("gflop", "GFLOP/step"), ("xla_ms", "XLA ms"),
            ("xla_pct", "XLA %peak"), ("torch_ms", "torch ms"), ("torch_pct", "torch %peak"),
-           ("xla_step_share", "XLA share"))
+           ("blas_ms", "BLAS ms"), ("blas_pct", "BLAS %peak"), ("xla_step_share", "XLA share"))
+SIDES = ("xla", "torch", "blas")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -69,6 +72,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--target", type=float, default=0.6,
                    help="the speed target as a fraction of the PyTorch step")
     p.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--blas", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time NumPy's matmul (the OpenBLAS it ships), the kernel a "
+                        "native call from XLA could use without a new dependency")
     p.add_argument("--torch_threads", type=int, default=None,
                    help="PyTorch intra-op threads (default: all cores of this process)")
     p.add_argument("--matmul_n", type=int, default=4096, help="size of the peak matmul")
@@ -101,6 +107,18 @@ def torch_matmul(torch: Any, op: flops.Matmul) -> Callable[[Any, Any], Any]:
     return fn
 
 
+def blas_matmul(op: flops.Matmul) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``np.matmul`` computing ``op`` on transposed views (NumPy passes them to its BLAS
+    ``sgemm`` as transpose flags, one call per batch item)."""
+    def fn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if op.layout == "tn":
+            a = a.swapaxes(-1, -2)
+        if op.layout == "nt":
+            b = b.swapaxes(-1, -2)
+        return np.matmul(a, b)
+    return fn
+
+
 def time_call(fn: Callable[[], Any], sync: Callable[[Any], Any], repeats: int,
               min_time: float) -> float:
     """Median seconds of one ``fn()`` call, looping calls so each repeat lasts ``min_time``."""
@@ -121,7 +139,8 @@ def time_call(fn: Callable[[], Any], sync: Callable[[Any], Any], repeats: int,
 
 def time_ops(ops: Sequence[flops.Matmul], args: argparse.Namespace, device: jax.Device,
              torch: Any | None) -> list[dict[str, Any]]:
-    """Seconds per call of every op alone, on XLA (and PyTorch when given)."""
+    """Seconds per call of every op alone, on XLA (and PyTorch when given, and NumPy's
+    BLAS with ``args.blas``)."""
     rng = np.random.default_rng(args.seed)
     rows = []
     for op in ops:
@@ -139,17 +158,22 @@ def time_ops(ops: Sequence[flops.Matmul], args: argparse.Namespace, device: jax.
             tfn = torch_matmul(torch, op)
             row["torch_s"] = time_call(functools.partial(tfn, ta, tb), lambda x: x,
                                        args.repeats, args.min_time)
+        if args.blas:
+            row["blas_s"] = time_call(functools.partial(blas_matmul(op), a_np, b_np),
+                                      lambda x: x, args.repeats, args.min_time)
         rows.append(row)
-        print(f"  {op.name}: XLA {row['xla_s'] * 1e3:.3f} ms"
-              + (f", torch {row['torch_s'] * 1e3:.3f} ms" if "torch_s" in row else ""),
+        print(f"  {op.name}: " + ", ".join(f"{side} {row[side + '_s'] * 1e3:.3f} ms"
+                                           for side in SIDES if side + "_s" in row),
               flush=True)
     return rows
 
 
 def summarise(rows: list[dict[str, Any]], peak: float) -> dict[str, Any]:
-    """Per-row rates and shares, and the summed matmul time per step of each side."""
+    """Per-row rates and shares, the summed matmul time per step of each side, and the
+    step's matmul FLOPs at the best rate any side reached on any shape
+    (``best_rate_step_s``: a floor for the matmul time with any of the timed kernels)."""
     totals: dict[str, Any] = {"flops": sum(r["flops"] for r in rows)}
-    for side in ("xla", "torch"):
+    for side in SIDES:
         if not all(f"{side}_s" in r for r in rows):
             continue
         step = sum(r[f"{side}_s"] * r["count"] for r in rows)
@@ -160,6 +184,10 @@ def summarise(rows: list[dict[str, Any]], peak: float) -> dict[str, Any]:
             r[f"{side}_ms"] = 1e3 * r[f"{side}_s"]
             r[f"{side}_pct"] = 100.0 * per_call / r[f"{side}_s"] / 1e9 / peak
             r[f"{side}_step_share"] = r[f"{side}_s"] * r["count"] / step
+    rates = [r["flops"] / r["count"] / r[f"{side}_s"] for r in rows for side in SIDES
+             if f"{side}_s" in r]
+    totals["best_gflops_per_s"] = max(rates) / 1e9
+    totals["best_rate_step_s"] = totals["flops"] / max(rates)
     for r in rows:
         r["gflop"] = r["flops"] / 1e9
         r["shape"] = f"{r['batch']} x [{r['m']},{r['k']}]@[{r['k']},{r['n']}]"
@@ -211,20 +239,36 @@ def verdict(totals: dict[str, Any], steps: dict[str, float], ratios: dict[str, f
                          f"the PyTorch step")
         lines.append(f"With PyTorch's matmul kernels and nothing else: "
                      f"{ratios['matmuls_only']:.2f} x the PyTorch step")
+        if "best_rate" in ratios:
+            lines.append(f"Every matmul at the best rate measured here "
+                         f"({totals['best_gflops_per_s']:.0f} GF/s, any kernel, any shape): "
+                         f"{ratios['best_rate_only']:.2f} x the PyTorch step alone, "
+                         f"{ratios['best_rate']:.2f} x with JAX's other work as measured")
+        if "blas_parity" in ratios:
+            lines.append(f"With NumPy's BLAS kernels ({totals['blas_matmul_step_s']:.3f} s "
+                         f"summed, {totals['blas_matmul_step_s'] / xla:.2f} x XLA's) and "
+                         f"JAX's other work as measured: {ratios['blas_parity']:.2f} x the "
+                         "PyTorch step")
     return lines
 
 
 def parity_ratios(totals: dict[str, Any], steps: dict[str, float]) -> dict[str, float]:
     """JAX step / PyTorch step if XLA's matmuls took PyTorch's time: ``parity`` keeps JAX's
-    measured other work (JAX step - XLA matmuls), ``matmuls_only`` drops it; empty
-    without the PyTorch side."""
+    measured other work (JAX step - XLA matmuls), ``matmuls_only`` drops it;
+    ``best_rate`` / ``best_rate_only`` put every matmul at the best measured rate instead;
+    ``blas_parity`` is ``parity`` with NumPy's BLAS times instead of PyTorch's (when
+    timed); empty without the PyTorch side."""
     if "torch_step_s" not in steps or "torch_matmul_step_s" not in totals:
         return {}
     torch_matmuls, torch_step = totals["torch_matmul_step_s"], steps["torch_step_s"]
-    out = {"matmuls_only": torch_matmuls / torch_step}
+    out = {"matmuls_only": torch_matmuls / torch_step,
+           "best_rate_only": totals["best_rate_step_s"] / torch_step}
     if steps.get("jax_step_s"):
         other = steps["jax_step_s"] - totals["xla_matmul_step_s"]
         out["parity"] = (other + torch_matmuls) / torch_step
+        out["best_rate"] = (other + totals["best_rate_step_s"]) / torch_step
+        if "blas_matmul_step_s" in totals:
+            out["blas_parity"] = (other + totals["blas_matmul_step_s"]) / torch_step
     return out
 
 
@@ -261,7 +305,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result = {"setup": {"sizes": args.sizes, "config": args.config, "model": model_config,
                         "frames": frames, "repeats": args.repeats, "min_time": args.min_time,
                         "steps": args.steps, "step_repeats": args.step_repeats,
-                        "target": args.target},
+                        "target": args.target, "blas": args.blas},
               "machine": machine, "matmuls": rows, "totals": totals, "steps": steps,
               "verdict": lines, "parity_ratios": ratios}
     out = Path(args.out)

@@ -207,7 +207,7 @@ def test_matmul_bound_times_every_listed_matmul(tmp_path, capsys):
     assert [(r["name"], r["layout"], r["m"], r["k"], r["n"], r["count"]) for r in rows] == [
         (o.name, o.layout, o.m, o.k, o.n, o.count) for o in ops]
     assert totals["flops"] == pytest.approx(sum(o.flops for o in ops))
-    sides = ("xla", "torch") if HAS_TORCH else ("xla",)
+    sides = ("xla", "blas", "torch") if HAS_TORCH else ("xla", "blas")
     for side in sides:
         assert all(_positive(r[f"{side}_s"]) for r in rows)
         assert totals[f"{side}_matmul_step_s"] == pytest.approx(
@@ -223,6 +223,16 @@ def test_matmul_bound_times_every_listed_matmul(tmp_path, capsys):
                   + totals["torch_matmul_step_s"]) / steps["torch_step_s"]
         assert result["parity_ratios"]["parity"] == pytest.approx(parity)
         assert f"other work as measured: {parity:.2f} x the PyTorch step" in out
+        blas = parity + (totals["blas_matmul_step_s"] - totals["torch_matmul_step_s"]) / steps[
+            "torch_step_s"]
+        assert result["parity_ratios"]["blas_parity"] == pytest.approx(blas)
+        assert f"JAX's other work as measured: {blas:.2f} x the PyTorch step" in out
+        best = max(r["flops"] / r["count"] / r[f"{side}_s"] for r in rows for side in sides)
+        assert totals["best_gflops_per_s"] == pytest.approx(best / 1e9)
+        floor = totals["flops"] / best / steps["torch_step_s"]
+        assert result["parity_ratios"]["best_rate_only"] == pytest.approx(floor)
+        assert floor <= result["parity_ratios"]["matmuls_only"] * (1 + 1e-9)
+        assert f"{floor:.2f} x the PyTorch step alone" in out
     else:
         assert result["parity_ratios"] == {}
 
@@ -241,6 +251,7 @@ def test_matmul_bound_operands_give_the_product(layout, batch):
     np.testing.assert_allclose(bench.xla_matmul(op)(jnp.asarray(a, jnp.float32),
                                                     jnp.asarray(b, jnp.float32)),
                                want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(bench.blas_matmul(op)(a, b), want, rtol=1e-12)
     if HAS_TORCH:
         got = bench.torch_matmul(torch, op)(torch.from_numpy(a), torch.from_numpy(b))
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
