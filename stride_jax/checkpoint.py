@@ -180,6 +180,19 @@ class TrainCheckpoints:
             return step, restored["state"], dict(restored["extra"])
         return None
 
+    def steps(self) -> list[int]:
+        """Steps of the kept training checkpoints, oldest first."""
+        return sorted(self.latest.all_steps())
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+        """Returns ``(state, extra)`` saved at ``step`` (one of :meth:`steps`)."""
+        if step not in self.latest.all_steps():
+            raise CheckpointError(f"step {step} is not among the checkpoints in "
+                                  f"{self.latest.directory}: {self.steps()}")
+        restored = self.latest.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
+        return restored["state"], dict(restored["extra"])
+
     def best_step(self) -> int | None:
         """Step of the best-by-validation checkpoint, if any."""
         return self.best.best_step()
