@@ -96,27 +96,27 @@ def xla_matmul(op: flops.Matmul) -> Callable[[jax.Array, jax.Array], jax.Array]:
     return jax.jit(lambda a, b: jax.lax.dot_general(a, b, numbers))
 
 
-def torch_matmul(torch: Any, op: flops.Matmul) -> Callable[[Any, Any], Any]:
-    """``torch.matmul`` computing ``op`` on transposed views (no copies), as eager runs it."""
+def views_matmul(matmul: Callable[[Any, Any], Any], op: flops.Matmul
+                 ) -> Callable[[Any, Any], Any]:
+    """``matmul`` computing ``op`` on transposed views of its operands (no copies)."""
     def fn(a: Any, b: Any) -> Any:
         if op.layout == "tn":
-            a = a.transpose(-1, -2)
+            a = a.swapaxes(-1, -2)
         if op.layout == "nt":
-            b = b.transpose(-1, -2)
-        return torch.matmul(a, b)
+            b = b.swapaxes(-1, -2)
+        return matmul(a, b)
     return fn
+
+
+def torch_matmul(torch: Any, op: flops.Matmul) -> Callable[[Any, Any], Any]:
+    """``torch.matmul`` computing ``op`` on transposed views, as eager runs it."""
+    return views_matmul(torch.matmul, op)
 
 
 def blas_matmul(op: flops.Matmul) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``np.matmul`` computing ``op`` on transposed views (NumPy passes them to its BLAS
     ``sgemm`` as transpose flags, one call per batch item)."""
-    def fn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if op.layout == "tn":
-            a = a.swapaxes(-1, -2)
-        if op.layout == "nt":
-            b = b.swapaxes(-1, -2)
-        return np.matmul(a, b)
-    return fn
+    return views_matmul(np.matmul, op)
 
 
 def time_call(fn: Callable[[], Any], sync: Callable[[Any], Any], repeats: int,
