@@ -73,8 +73,8 @@ def test_a_60fps_track_is_aligned_at_30fps(aligned):
     """Honouring the rate means: the track resampled to 30 fps is what the prior aligns,
     and its output is sampled back at the 60 fps frame times.  The same steps done by hand
     give the same numbers, while the track aligned as if it were 30 fps does not.  (With
-    the 3,500-step prior, half-speed playback of this clip changes the output by only
-    ~4 mm, so the accuracy check above cannot tell the two apart on its own.)"""
+    the 4,500-step prior, half-speed playback of this clip changes the output by only
+    ~2 mm, so the accuracy check above cannot tell the two apart on its own.)"""
     videos, results = aligned
     honoured, ignored, by_hand = results[2], results[3], results[4]
     assert by_hand.fps is None and ignored.fps is None and honoured.fps == 60.0
