@@ -11,9 +11,9 @@ last few are kept), using the optimizer of the run's own config (recorded in
 ``RUN/prior/prior.json``) to read the state.  The validation numbers of that step come
 from ``RUN/eval.csv`` (empty when the step was not evaluated).  The prior at ``--dest``
 is replaced atomically; its metadata keeps the run's config and data hash, the
-description, command and total steps given here, and a summary of the prior it
-replaces under ``previous``.  Also: ``--dest`` a new directory to export a step for a
-comparison without shipping it.
+description, command and total steps given here, and the metadata of the prior it
+replaces (all but its config, its own history included) under ``previous``.  With
+``--dest`` a new directory it exports a step for a comparison without shipping it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from stride_jax.model import build_model, init_params
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DEST = REPO / "stride_jax" / "assets" / "prior_cpu"
-_SUMMARY_KEYS = ("total_steps", "description", "best_step", "validation")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -86,9 +85,11 @@ def checkpoint_params(run: Path, config: ml_collections.ConfigDict,
     return step, state["params"]
 
 
-def summary(meta: dict) -> dict:
-    """The part of a prior's metadata kept as ``previous`` of the next one."""
-    return {k: meta[k] for k in _SUMMARY_KEYS if k in meta}
+def history(meta: dict) -> dict:
+    """A prior's metadata as ``previous`` of the next one: everything but the full config
+    (its command, description, steps, validation and its own ``previous``, so the chain
+    of runs behind the shipped params stays readable)."""
+    return {k: v for k, v in meta.items() if k != "config"}
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> Path:
         meta.update(best_step=step, validation=eval_row(run_dir, step))
     dest = Path(args.dest)
     if (dest / checkpoint.PRIOR_JSON).is_file():
-        meta["previous"] = summary(checkpoint.read_prior_config(dest)[1])
+        meta["previous"] = history(checkpoint.read_prior_config(dest)[1])
     meta.update(total_steps=args.total_steps, description=args.description,
                 command=args.command, exported_from=str(run_dir.absolute()))
     out = checkpoint.save_prior(dest, params, exported.model, meta)

@@ -87,6 +87,9 @@ def test_best_then_a_checkpointed_step_replace_the_prior(tiny_run, tmp_path):
     assert shipped.meta["best_step"] == step
     assert shipped.meta["validation"]["val_mpjpe_occluded_input"] == pytest.approx(float(row[1]))
     assert shipped.meta["previous"]["description"] == "best"
+    assert "config" not in shipped.meta["previous"]  # the chain keeps commands, not configs
+    assert shipped.meta["previous"]["command"] == "python -m stride_jax.pretrain ..."
+    assert shipped.meta["previous"]["previous"]["description"] == "older"
     assert shipped.meta["config"] == exported.meta["config"]
 
 
