@@ -170,14 +170,13 @@ class TrainCheckpoints:
         """Returns ``(step, state, extra)`` of the newest intact checkpoint, or None."""
         for step in sorted(self.latest.all_steps(), reverse=True):
             try:
-                restored = self.latest.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
+                state, extra = _restore(self.latest, step, abstract_state)
             except Exception as err:  # damaged step: report it and try the previous one
                 logging.error("checkpoint step %d in %s is corrupted or truncated (%s: %s); "
                               "trying the previous one", step, self.latest.directory,
                               type(err).__name__, err)
                 continue
-            return step, restored["state"], dict(restored["extra"])
+            return step, state, extra
         return None
 
     def steps(self) -> list[int]:
@@ -186,12 +185,10 @@ class TrainCheckpoints:
 
     def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
         """Returns ``(state, extra)`` saved at ``step`` (one of :meth:`steps`)."""
-        if step not in self.latest.all_steps():
+        if step not in self.steps():
             raise CheckpointError(f"step {step} is not among the checkpoints in "
                                   f"{self.latest.directory}: {self.steps()}")
-        restored = self.latest.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
-        return restored["state"], dict(restored["extra"])
+        return _restore(self.latest, step, abstract_state)
 
     def best_step(self) -> int | None:
         """Step of the best-by-validation checkpoint, if any."""
@@ -202,10 +199,16 @@ class TrainCheckpoints:
         step = self.best.best_step()
         if step is None:
             raise CheckpointError(f"no best checkpoint in {self.best.directory}")
-        restored = self.best.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
-        return step, restored["state"], dict(restored["extra"])
+        return (step, *_restore(self.best, step, abstract_state))
 
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any
+             ) -> tuple[Any, dict]:
+    """``(state, extra)`` that :meth:`TrainCheckpoints.save` wrote at ``step``."""
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), extra=ocp.args.JsonRestore()))
+    return restored["state"], dict(restored["extra"])
