@@ -25,11 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 import ml_collections
 
-from stride_jax import checkpoint, pretrain, train_step
-from stride_jax.model import build_model, init_params
+from stride_jax import checkpoint, pretrain
+from stride_jax.model import build_model
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DEST = REPO / "stride_jax" / "assets" / "prior_cpu"
@@ -68,9 +67,8 @@ def eval_row(run: Path, step: int) -> dict[str, float]:
 def checkpoint_params(run: Path, config: ml_collections.ConfigDict,
                       step: int | None) -> tuple[int, Any]:
     """``(step, params)`` from the run's training checkpoints (``None``: the newest)."""
-    optimizer = pretrain.make_optimizer(config.pretrain)
-    abstract = jax.eval_shape(lambda: train_step.init_state(
-        init_params(build_model(config.model), jax.random.key(0)), optimizer))
+    abstract = pretrain.abstract_state(build_model(config.model),
+                                       pretrain.make_optimizer(config.pretrain))
     ckpts = checkpoint.TrainCheckpoints(run)
     try:
         if step is None:

@@ -197,6 +197,15 @@ def evaluate_prior(model, params: Any, evalset: EvalSet, batch_size: int, *,
     }
 
 
+def abstract_state(model, optimizer) -> Any:
+    """The ``ShapeDtypeStruct`` tree of a training state ``{"params", "opt"}`` (no compute).
+
+    What checkpoint restores need as their target; the init key does not change shapes.
+    """
+    return jax.eval_shape(lambda: train_step.init_state(
+        init_params(model, jax.random.key(0)), optimizer))
+
+
 def init_sharded_state(config: ml_collections.ConfigDict, model, optimizer,
                        mesh: jax.sharding.Mesh) -> tuple[dict, Any, Any]:
     """Initial ``{"params", "opt"}`` placed on ``mesh``: ``(state, abstract, shardings)``.
@@ -209,7 +218,7 @@ def init_sharded_state(config: ml_collections.ConfigDict, model, optimizer,
     def init():
         return train_step.init_state(init_params(model, key), optimizer)
 
-    abstract = jax.eval_shape(init)
+    abstract = abstract_state(model, optimizer)
     shardings = distributed.state_shardings(abstract, mesh,
                                             fsdp=bool(config.pretrain.get("fsdp", False)))
     return jax.jit(init, out_shardings=shardings)(), abstract, shardings

@@ -123,3 +123,18 @@ def test_forward_in_batches_pads_the_last_batch():
     assert seen == [(3, 2)] * 3  # one shape only: a jitted fwd compiles once
     placed = pretrain.forward_in_batches(fwd, 3.0, inputs, 4, put=lambda x: x + 1.0)
     np.testing.assert_allclose(placed, 3.0 * (np.asarray(inputs) + 1.0))  # put on each batch
+
+
+def test_abstract_state_matches_a_real_state():
+    """``abstract_state`` (what restores and the sharded init use) has the real state's
+    tree, shapes and dtypes, optimiser state included."""
+    config = _tiny_config()
+    model = build_model(config.model)
+    optimizer = pretrain.make_optimizer(config.pretrain)
+    real = train_step.init_state(init_params(model, jax.random.key(3)), optimizer)
+    abstract = pretrain.abstract_state(model, optimizer)
+    assert jax.tree_util.tree_structure(abstract) == jax.tree_util.tree_structure(real)
+    pairs = zip(jax.tree_util.tree_leaves(abstract), jax.tree_util.tree_leaves(real))
+    for a, r in pairs:
+        assert (a.shape, a.dtype) == (jnp.shape(r), jnp.asarray(r).dtype)
+    assert len(jax.tree_util.tree_leaves(real["opt"])) > 0
