@@ -200,7 +200,9 @@ def evaluate_prior(model, params: Any, evalset: EvalSet, batch_size: int, *,
 def abstract_state(model, optimizer) -> Any:
     """The ``ShapeDtypeStruct`` tree of a training state ``{"params", "opt"}`` (no compute).
 
-    What checkpoint restores need as their target; the init key does not change shapes.
+    What a checkpoint restore outside a run needs as its target (``scripts/ship_prior.py``);
+    the init key does not change shapes.  A run takes the tree from its own init function
+    (:func:`init_sharded_state`).
     """
     return jax.eval_shape(lambda: train_step.init_state(
         init_params(model, jax.random.key(0)), optimizer))
@@ -218,7 +220,7 @@ def init_sharded_state(config: ml_collections.ConfigDict, model, optimizer,
     def init():
         return train_step.init_state(init_params(model, key), optimizer)
 
-    abstract = abstract_state(model, optimizer)
+    abstract = jax.eval_shape(init)
     shardings = distributed.state_shardings(abstract, mesh,
                                             fsdp=bool(config.pretrain.get("fsdp", False)))
     return jax.jit(init, out_shardings=shardings)(), abstract, shardings

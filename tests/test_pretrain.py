@@ -126,8 +126,8 @@ def test_forward_in_batches_pads_the_last_batch():
 
 
 def test_abstract_state_matches_a_real_state():
-    """``abstract_state`` (what restores and the sharded init use) has the real state's
-    tree, shapes and dtypes, optimiser state included."""
+    """``abstract_state`` (the restore target of ``scripts/ship_prior.py``) has the real
+    state's tree, shapes and dtypes, optimiser state included."""
     config = _tiny_config()
     model = build_model(config.model)
     optimizer = pretrain.make_optimizer(config.pretrain)
