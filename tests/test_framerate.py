@@ -39,22 +39,44 @@ def _by_hand_at_30(poses: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np
     return resample.resample_track(filled, valid, 60.0, 30.0)
 
 
+def _align(videos: list[Video], epochs: int):
+    config = cpu.get_config()
+    config.ttt.epochs = epochs
+    config.ttt.lr = 1e-4
+    return align_videos(videos, load_prior(DEFAULT_PRIOR), config.ttt)[0]
+
+
 @pytest.fixture(scope="module")
 def aligned():
-    config = cpu.get_config()
-    config.ttt.epochs = 3
-    config.ttt.lr = 1e-4  # visible fine-tuning in three steps
+    """Three epochs of test-time training (visible fine-tuning) of the 60 fps track."""
     videos = [Video(*_motion(30.0), "v30", fps=30.0), Video(*_motion(25.0), "v25", fps=25.0),
               Video(*_motion(60.0), "v60", fps=60.0),
               Video(*_motion(60.0), "v60_as_30"),  # fps unknown: taken to be 30
               Video(*_by_hand_at_30(*_motion(60.0)), "v60_resampled_by_hand")]
-    results, _ = align_videos(videos, load_prior(DEFAULT_PRIOR), config.ttt)
-    return videos, results
+    return videos, _align(videos, epochs=3)
+
+
+@pytest.fixture(scope="module")
+def prior_alone():
+    """The same motion at 30, 25 and 60 fps through the prior alone (``epochs`` 0).
+
+    The rate handling (resample in, resample out) is the same with or without TTT, but
+    TTT's first Adam steps move every parameter by about the learning rate whatever the
+    size of its gradient, so three of them turn float-rounding differences between a
+    resampled track and the original into millimetres (60 fps brought to 30 vs the 30 fps
+    track, 10,000-step prior: 5.8 mm after 3 epochs, 0.2 mm for the prior alone).  The
+    accuracy check runs here; ``aligned`` checks the TTT path exactly, against the same
+    steps done by hand."""
+    videos = [Video(*_motion(30.0), "v30", fps=30.0), Video(*_motion(25.0), "v25", fps=25.0),
+              Video(*_motion(60.0), "v60", fps=60.0)]
+    return videos, _align(videos, epochs=0)
 
 
 @pytest.mark.parametrize("index,fps", [(1, 25.0), (2, 60.0)])
-def test_other_rates_match_the_30fps_result(aligned, index, fps):
-    videos, results = aligned
+def test_other_rates_match_the_30fps_result(prior_alone, index, fps):
+    """Within a quarter of what the prior moved the 30 fps track; output one input frame
+    late would be 12.7 mm (25 fps) and 5.3 mm (60 fps) off, above that bound (4.7 mm)."""
+    videos, results = prior_alone
     ref, res, video = results[0], results[index], videos[index]
     assert res.ok and res.fps == fps
     assert res.refined.shape == video.poses.shape  # at the input's frame times
@@ -63,7 +85,7 @@ def test_other_rates_match_the_30fps_result(aligned, index, fps):
     times = np.arange(video.poses.shape[0]) / fps
     inside = times <= (ref.refined.shape[0] - 1) / 30.0
     expected = resample.sample_at(ref.refined, 30.0, times[inside])
-    moved = _mm(ref.refined, ref.pseudo)  # how far alignment moved the 30 fps output
+    moved = _mm(ref.refined, ref.pseudo)  # how far the prior moved the 30 fps output
     err = _mm(res.refined[inside], expected)
     assert moved > 5.0, moved  # the comparison is not of two unchanged inputs
     assert err < 0.25 * moved, (err, moved)
