@@ -84,12 +84,17 @@ def get_config(arg=None):
     config.ttt.lr = 1e-4
     config.ttt.weight_decay = 0.01
     config.ttt.lr_decay = 0.99              # lr multiplied by this after every epoch
+    config.ttt.schedule = "exponential"     # or "cosine": warm-up, then cosine to 0
+    config.ttt.warmup_epochs = 0            # linear warm-up epochs of the cosine schedule
     config.ttt.loss = dict(mpjpe=1.0, n_mpjpe=0.5, velocity=0.0, limb_var=200.0)
     config.ttt.flip_average = False         # average with the left-right flipped prediction
+    config.ttt.reverse_average = False      # average with the time-reversed prediction
     config.ttt.interp_weight = 0.3          # loss weight of undetected (in-filled) frames
     config.ttt.gap_target = "auto"          # their pseudo-labels: "interp", "prior" (the
     # prior's own in-fill before TTT; needs dim_in 4) or "auto" (prior if dim_in is 4)
     config.ttt.target_smoothing = 15        # Savitzky-Golay window on the targets (0: raw)
+    config.ttt.smoothing_candidates = ()    # windows to pick from per window of frames
+    # (the one closest to the prior's prediction; needs target_smoothing = 0)
     config.ttt.mask_ratio = 0.0             # >0: masked TTT (hide input spans; not in the paper)
     config.ttt.mask_span = (5, 30)          # lengths of the hidden spans (frames)
     config.ttt.unmasked_weight = 1.0        # loss weight of frames not hidden (masked TTT)

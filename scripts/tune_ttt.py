@@ -1,80 +1,62 @@
-"""Compare test-time-training settings on a held-out split (tune on val, report on test).
+"""Compare test-time-training settings on a held-out split, on the plain and fast views.
 
-    python scripts/tune_ttt.py --split val --seeds 0,1 \
-        --variants '{"paper_lr": {"lr": 2e-4, "interp_weight": 1.0}, "shipped": {}}'
+    python scripts/tune_ttt.py --split val --seeds 0,1,2,3 \
+        --variants '{"prior": {"epochs": 0}, "shipped": {}, "cos8": {"epochs": 8,
+                     "schedule": "cosine"}}'
 
 Each variant is a set of overrides of ``configs/cpu.py``'s ``ttt`` section (``loss`` is
-merged term by term).  Videos and corruption are those of ``stride_jax.evaluate``
-(``stride_jax.evalset.make_videos``: same seeds, same simulator); linear interpolation
-and the Savitzky-Golay smoother are scored alongside.  Prints one line per (seed,
-variant) and the mean over seeds (mm).
+merged term by term; ``{}`` = the config as is; ``--config_arg`` picks a preset, e.g.
+``paper``).  Videos and corruption are those of ``stride_jax.evaluate`` on each view
+(``stride_jax.evalset``: ``plain`` as recorded, ``fast`` 1.5-2x faster and spinning);
+linear interpolation and the Savitzky-Golay smoother are scored alongside.  Prints one
+line per (seed, view, method), then a table of the means per view and over both views
+(mm), with seconds per video.  Tune on ``val``; ``test`` is for reporting.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
-import time
-
-import ml_collections
-import numpy as np
-from scipy.signal import savgol_filter
-
-KEYS = ("mpjpe", "mpjpe_occ", "mpjpe_vis", "pa_mpjpe", "accel")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", default="val", choices=["val", "test"])
-    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--seeds", default="0,1,2,3")
+    parser.add_argument("--views", default="plain,fast")
     parser.add_argument("--variants", required=True,
-                        help='JSON: {"name": {ttt overrides}, ...}; {} = configs/cpu.py as is')
+                        help='JSON: {"name": {ttt overrides}, ...}; {} = the config as is')
+    parser.add_argument("--config_arg", default=None, help="configs/cpu.py preset")
     parser.add_argument("--max_videos", type=int, default=0)
     parser.add_argument("--checkpoint", default=None, help="default: the shipped prior")
+    parser.add_argument("--json_out", default=None, help="also write the rows as JSON")
     args = parser.parse_args(argv)
 
     from configs import cpu
-    from stride_jax import DEFAULT_PRIOR, align_videos, load_prior
+    from stride_jax import DEFAULT_PRIOR, load_prior, tuning
     from stride_jax.data import dataset
-    from stride_jax.evalset import make_videos
-    from stride_jax.evaluation import SAVGOL, score_videos
 
     variants = json.loads(args.variants)
-    config = cpu.get_config()
+    views = args.views.split(",")
+    config = cpu.get_config(args.config_arg)
     prior = load_prior(args.checkpoint or DEFAULT_PRIOR)
-    sequences = dataset.load_split(args.split)
-    results: dict[str, list[dict]] = {}
-    for seed in (int(s) for s in args.seeds.split(",")):
-        videos, truths = make_videos(sequences, video_len=243, fps=config.fps, seed=seed,
-                                     simulator=dict(config.simulator),
-                                     max_videos=args.max_videos)
-        for i, (name, overrides) in enumerate(variants.items()):
-            ttt = copy.deepcopy(config.ttt.to_dict())
-            for key, value in overrides.items():
-                if key == "loss":
-                    ttt["loss"].update(value)
-                else:
-                    ttt[key] = value
-            t0 = time.perf_counter()
-            out, timing = align_videos(videos, prior, ml_collections.ConfigDict(ttt),
-                                       seed=seed, max_batch=config.ttt.max_batch)
-            scores = score_videos([r.refined for r in out], truths, videos)
-            results.setdefault(name, []).append(scores)
-            if i == 0:
-                pseudo = [r.pseudo for r in out]
-                results.setdefault("interpolation", []).append(
-                    score_videos(pseudo, truths, videos))
-                results.setdefault("savgol", []).append(score_videos(
-                    [savgol_filter(p, axis=0, **SAVGOL) for p in pseudo], truths, videos))
-            print(f"seed {seed} {name:<18}" + "".join(f" {k} {scores[k]:.1f}" for k in KEYS)
-                  + f" ({time.perf_counter() - t0:.0f} s: TTT {timing.run_s:.1f} s + compile "
-                  f"{timing.compile_s:.1f} s)", flush=True)
-    print(f"mean over seeds {args.seeds}, split {args.split} (mm)")
-    print(f"{'variant':<18}" + "".join(f"{k:>11}" for k in KEYS))
-    for name, rows in results.items():
-        print(f"{name:<18}" + "".join(f"{np.mean([r[k] for r in rows]):>11.1f}" for k in KEYS))
+
+    def show(row: dict) -> None:
+        print(f"seed {row['seed']} {row['view']:<5} {row['method']:<16}"
+              + "".join(f" {k} {row[k]:.1f}" for k in tuning.KEYS)
+              + (f" (TTT {row['run_s']:.1f} s + compile {row['compile_s']:.1f} s, "
+                 f"{row['videos']} videos)" if row["method"] not in tuning.BASELINES else ""),
+              flush=True)
+
+    rows = tuning.sweep(variants, prior, config, dataset.load_split(args.split),
+                        seeds=[int(s) for s in args.seeds.split(",")], views=views,
+                        max_videos=args.max_videos, on_row=show)
+    print(f"\nmean over seeds {args.seeds}, split {args.split} (mm)")
+    print(tuning.to_table(tuning.summarize(rows), views))
+    if args.json_out:
+        from stride_jax.files import write_text_atomic
+        write_text_atomic(args.json_out, json.dumps(rows, indent=1))
     return 0
 
 

@@ -9,6 +9,11 @@ axes) and passed through the occlusion / estimator simulator, both drawn from
 * :func:`make_videos` (``stride_jax.evaluate``, ``scripts/tune_ttt.py``): consecutive
   videos of up to ``video_len`` frames (a shorter tail of 60+ frames is kept), as
   :class:`stride_jax.aligner.Video` s with their ground truths.
+
+Two views of the same clips (``view``): ``"plain"`` plays the mocap as recorded;
+``"fast"`` (:func:`fast_view`) plays each sequence 1.5-2x faster and turns each video's
+whole body about its pelvis at up to one turn per second (yaw: spins, pitch: flips, roll:
+cartwheels), the motion users send that slow mocap lacks.  Both are fixed per seed.
 """
 
 from __future__ import annotations
@@ -96,19 +101,50 @@ def make_eval_set(sequences: Seq[Sequence], *, length: int, stride: int, fps: fl
     return EvalSet(clean, observed, valid, tuple(name for name, _ in clips))
 
 
+VIEWS = ("plain", "fast")
+FAST_SPEED = (1.5, 2.0)      # playback speed factors of the fast view
+FAST_TURNS_PER_S = (0.25, 1.0)  # its whole-body rotation rates (either sense)
+
+
+def fast_view(seed: int, index: int, world: np.ndarray, fps: float) -> np.ndarray:
+    """Video ``index`` of the fast view, already sped up: ``world [T,17,3]`` turned
+    about its pelvis by :func:`~stride_jax.data.augment.spin` (axis, sense and rate drawn
+    from ``(seed, index)``; rate uniform in ``FAST_TURNS_PER_S`` turns per second)."""
+    rng = np.random.default_rng([seed, index, 7])
+    axis = int(rng.integers(len(augment.SPIN_AXES)))
+    rate = rng.uniform(*FAST_TURNS_PER_S) * rng.choice([-1.0, 1.0]) / fps
+    phase = rng.uniform(-np.pi, np.pi)
+    return np.asarray(augment.spin(jnp.asarray(world, jnp.float32), rate, axis, phase))
+
+
+def _speed_of(seed: int, name: str) -> float:
+    """The fast view's playback speed of sequence ``name`` (fixed per seed)."""
+    digest = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "little") % (2**31)
+    return float(np.random.default_rng([seed, digest, 11]).uniform(*FAST_SPEED))
+
+
 def make_videos(sequences: Seq[Sequence], *, video_len: int, fps: float, seed: int,
                 simulator: dict, max_videos: int = 0, pitch_max_deg: float = 10.0,
-                ) -> tuple[list[Video], list[np.ndarray]]:
+                view: str = "plain") -> tuple[list[Video], list[np.ndarray]]:
     """Cuts sequences into consecutive videos, views and corrupts them; returns
-    ``(videos, ground truths)``; ``max_videos`` > 0 keeps that many, evenly spread."""
+    ``(videos, ground truths)``; ``max_videos`` > 0 keeps that many, evenly spread.
+    ``view="fast"`` plays each sequence faster and spins each video (:func:`fast_view`)."""
+    if view not in VIEWS:
+        raise ValueError(f"view={view!r}: choose one of {VIEWS}")
     chunks = []
     for seq in sequences:
         _check_fps(seq, fps)
-        n = seq.joints.shape[0]
+        joints = seq.joints
+        if view == "fast":
+            joints = augment.speed_change(joints, _speed_of(seed, seq.name))
+        n = joints.shape[0]
         for start in range(0, n, video_len):
             stop = min(start + video_len, n)
             if stop - start >= min(video_len, 60):
-                chunks.append((f"{seq.name}@{start}", seq.joints[start:stop]))
+                chunks.append((f"{seq.name}@{start}", joints[start:stop]))
+    if view == "fast":
+        chunks = [(f"{name}:fast", fast_view(seed, i, world, fps))
+                  for i, (name, world) in enumerate(chunks)]
     if max_videos and len(chunks) > max_videos:
         keep = np.linspace(0, len(chunks) - 1, max_videos).round().astype(int)
         chunks = [chunks[i] for i in keep]

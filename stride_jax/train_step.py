@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from stride_jax import losses, model_input
@@ -81,18 +82,44 @@ def make_step(model: DSTFormer, loss_weights: Mapping[str, float],
     return step
 
 
-def predict(model: DSTFormer, params: Any, inputs: jax.Array, *,
-            frame_mask: jax.Array | None = None, flip_average: bool = False) -> jax.Array:
-    """Model prediction ``[B,T,J,C] -> [B,T,J,3]``, optionally averaged with the mirrored one.
+def reverse_real_frames(x: jax.Array, frame_mask: jax.Array | None) -> jax.Array:
+    """``x [..., W, ...]`` (time on axis ``frame_mask.ndim - 1``) with each window's real
+    frames (``frame_mask [..., W]``: real first, then padding) in reverse order and its
+    padding left in place; an involution.  Without a mask every frame is reversed."""
+    if frame_mask is None:
+        return jnp.flip(x, axis=-3)
+    width = frame_mask.shape[-1]
+    n = jnp.sum(frame_mask, axis=-1, keepdims=True).astype(jnp.int32)  # [..., 1]
+    t = jnp.arange(width)
+    idx = jnp.where(t < n, n - 1 - t, t)  # [..., W]
+    idx = idx.reshape(idx.shape + (1,) * (x.ndim - idx.ndim))
+    return jnp.take_along_axis(x, idx, axis=frame_mask.ndim - 1)
 
-    ``inputs`` come from ``model_input.make_input`` (C = ``model.dim_in``).  Mirroring
-    (``augment.mirror``: x -> -x, left/right joints swapped; a validity channel follows its
-    joints) on the way in and again on the way out, as MotionBERT's flip test-time
-    augmentation.
+
+def predict(model: DSTFormer, params: Any, inputs: jax.Array, *,
+            frame_mask: jax.Array | None = None, flip_average: bool = False,
+            reverse_average: bool = False) -> jax.Array:
+    """Model prediction ``[B,T,J,C] -> [B,T,J,3]``, optionally averaged over test-time
+    augmentations.
+
+    ``inputs`` come from ``model_input.make_input`` (C = ``model.dim_in``).
+    ``flip_average``: mirroring (``augment.mirror``: x -> -x, left/right joints swapped; a
+    validity channel follows its joints) on the way in and again on the way out, as
+    MotionBERT's flip test-time augmentation.  ``reverse_average``: the real frames played
+    backwards on the way in and put back in order on the way out
+    (:func:`reverse_real_frames`; the prior is pretrained on reversed clips too).  Both:
+    the mean of the four.
     """
-    pred = model.apply({"params": params}, inputs, frame_mask=frame_mask)
-    if not flip_average:
+    def one(x: jax.Array) -> jax.Array:
+        pred = model.apply({"params": params}, x, frame_mask=frame_mask)
+        if not flip_average:
+            return pred
+        flipped = model.apply({"params": params}, model_input.mirror_input(x),
+                              frame_mask=frame_mask)
+        return 0.5 * (pred + augment.mirror(flipped))
+
+    pred = one(inputs)
+    if not reverse_average:
         return pred
-    flipped = model.apply({"params": params}, model_input.mirror_input(inputs),
-                          frame_mask=frame_mask)
-    return 0.5 * (pred + augment.mirror(flipped))
+    back = one(reverse_real_frames(inputs, frame_mask))
+    return 0.5 * (pred + reverse_real_frames(back, frame_mask))

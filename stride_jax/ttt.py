@@ -37,11 +37,63 @@ from stride_jax.model import DSTFormer
 TTTFn = Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
 
 
-def make_optimizer(ttt: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW with lr x ``lr_decay`` after every epoch (= step)."""
-    schedule = optax.exponential_decay(ttt.lr, transition_steps=1, decay_rate=ttt.lr_decay,
+SCHEDULES = ("exponential", "cosine")
+
+
+def lr_schedule(ttt: ml_collections.ConfigDict) -> optax.Schedule:
+    """The per-epoch learning rate of ``ttt.schedule``.
+
+    ``"exponential"`` (the paper's): ``ttt.lr`` x ``ttt.lr_decay`` after every epoch.
+    ``"cosine"``: linear warm-up over ``ttt.warmup_epochs`` from 0 to ``ttt.lr``, then a
+    cosine decay to 0 at epoch ``ttt.epochs`` (``lr_decay`` is then not used, and
+    must be left at 1 or its default 0.99).
+    """
+    kind = ttt.get("schedule", "exponential")
+    if kind not in SCHEDULES:
+        raise ValueError(f"ttt.schedule={kind!r}: choose one of {SCHEDULES}")
+    if kind == "exponential":
+        return optax.exponential_decay(ttt.lr, transition_steps=1, decay_rate=ttt.lr_decay,
                                        staircase=True)
-    return train_step.make_optimizer(schedule, weight_decay=ttt.weight_decay)
+    warmup, epochs = int(ttt.get("warmup_epochs", 0)), int(ttt.epochs)
+    if not 0 <= warmup < max(epochs, 1):
+        raise ValueError(f"ttt.warmup_epochs={warmup} must be in [0, epochs={epochs})")
+    return optax.warmup_cosine_decay_schedule(
+        0.0 if warmup else ttt.lr, ttt.lr, max(warmup, 1), max(epochs, 2), 0.0)
+
+
+def make_optimizer(ttt: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW, one step per epoch, at :func:`lr_schedule`."""
+    return train_step.make_optimizer(lr_schedule(ttt), weight_decay=ttt.weight_decay)
+
+
+def smoothing_choice(ttt: ml_collections.ConfigDict) -> tuple[int, tuple[int, ...]]:
+    """``(window, candidates)`` of the targets' Savitzky-Golay smoothing.
+
+    ``ttt.target_smoothing`` > 0 smooths every video with that window (frames);
+    ``ttt.smoothing_candidates`` (non-empty; 0 = raw) picks one per window of frames: the
+    candidate whose smoothed detections lie closest to the prior's own prediction before
+    TTT on detected joints, so fast motion keeps its detail and slow motion loses its
+    jitter.  Setting both is an error.
+    """
+    window = smoothing.check_window(ttt.get("target_smoothing", 0))
+    candidates = tuple(smoothing.check_window(c) for c in ttt.get("smoothing_candidates", ()))
+    if window and candidates:
+        raise ValueError(f"ttt.target_smoothing={window} and ttt.smoothing_candidates="
+                         f"{candidates}: set one (target_smoothing=0 to pick per window)")
+    return window, candidates
+
+
+def pick_smoothing(poses: jax.Array, frame_mask: jax.Array, detected: jax.Array,
+                   reference: jax.Array, candidates: tuple[int, ...]) -> jax.Array:
+    """``poses [..., W, J, 3]`` smoothed per window with the candidate window whose result
+    is closest (mean joint distance over ``detected [..., W, J]``) to ``reference``."""
+    smoothed = jnp.stack([smoothing.savgol(poses, frame_mask, c) for c in candidates])
+    dist = jnp.linalg.norm(smoothed - reference, axis=-1)  # [C, ..., W, J]
+    w = detected.astype(poses.dtype)
+    err = jnp.sum(dist * w, axis=(-2, -1)) / jnp.maximum(jnp.sum(w, axis=(-2, -1)), 1.0)
+    best = jnp.argmin(err, axis=0)  # [...]
+    onehot = jax.nn.one_hot(best, len(candidates), axis=0, dtype=poses.dtype)
+    return jnp.einsum("c...,c...tjk->...tjk", onehot, smoothed)
 
 
 def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Callable:
@@ -67,16 +119,22 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     span_min, span_max = (int(x) for x in ttt.get("mask_span", (5, 30)))
     unmasked_weight = float(ttt.get("unmasked_weight", 1.0))
     report_progress = bool(ttt.get("progress", True))
-    smooth = smoothing.check_window(ttt.get("target_smoothing", 0))
+    smooth, candidates = smoothing_choice(ttt)
     prior_gaps = gap_targets_from_prior(model, ttt)
+    tta = dict(flip_average=bool(ttt.flip_average),
+               reverse_average=bool(ttt.get("reverse_average", False)))
 
     def run(params: Any, inputs: jax.Array, weights: jax.Array, frame_mask: jax.Array,
             key: jax.Array, epoch_offset: jax.Array | int = 0):
         poses = model_input.poses_of(inputs)
         targets = smoothing.savgol(poses, frame_mask, smooth)  # poses unless smoothing
-        if prior_gaps:  # the prior's in-fill, not the interpolation, on undetected joints
+        if prior_gaps or candidates:  # the prior's prediction before TTT
             before = jax.lax.stop_gradient(train_step.predict(
-                model, params, inputs, frame_mask=frame_mask, flip_average=ttt.flip_average))
+                model, params, inputs, frame_mask=frame_mask, **tta))
+        if candidates:
+            targets = pick_smoothing(poses, frame_mask, _detected(model, inputs, weights),
+                                     before, candidates)
+        if prior_gaps:  # the prior's in-fill, not the interpolation, on undetected joints
             detected = model_input.validity_of(inputs)[..., None] > 0.5
             targets = jnp.where(detected, targets, before)
         adapted, frozen = split_params(params, split)
@@ -128,11 +186,19 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
         state, curve = jax.lax.scan(body, train_step.init_state(adapted, optimizer),
                                     jnp.arange(ttt.epochs))
         pred = train_step.predict(model, {**frozen, **state["params"]}, inputs,
-                                  frame_mask=frame_mask, flip_average=ttt.flip_average)
+                                  frame_mask=frame_mask, **tta)
         ok = jnp.all(jnp.isfinite(curve)) & jnp.all(jnp.isfinite(pred))
         return jnp.where(ok, pred, poses), curve, ok
 
     return run
+
+
+def _detected(model: DSTFormer, inputs: jax.Array, weights: jax.Array) -> jax.Array:
+    """``[N, W, J]`` joints the estimator detected: the detection channel with
+    ``dim_in = 4``, else the frames of full loss weight."""
+    if model.dim_in == 4:
+        return model_input.validity_of(inputs) > 0.5
+    return jnp.broadcast_to((weights >= 1.0)[..., None], inputs.shape[:-1])
 
 
 GAP_TARGETS = ("auto", "interp", "prior")

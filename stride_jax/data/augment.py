@@ -273,3 +273,110 @@ def speed_change(positions: np.ndarray, factor: float) -> np.ndarray:
     w = (t - lo).reshape((-1,) + (1,) * (positions.ndim - 1))
     out = positions[lo] * (1.0 - w) + positions[hi] * w
     return out.astype(positions.dtype)
+
+
+# Axes of :func:`spin` in Y-up world coordinates: "yaw" turns about the vertical (spins,
+# pirouettes), "pitch" about the lateral x axis (flips), "roll" about the z axis
+# (cartwheels, rolls); which of pitch and roll a clip shows depends on its heading.
+SPIN_AXES: tuple[str, ...] = ("yaw", "pitch", "roll")
+
+
+def _axis_rotation(axis: jax.Array, angle: jax.Array) -> jax.Array:
+    """``[..., 3, 3]`` rotation matrices by ``angle`` about world axis ``axis`` (0 = y,
+    1 = x, 2 = z: the order of :data:`SPIN_AXES`)."""
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    one, zero = jnp.ones_like(c), jnp.zeros_like(c)
+    yaw = jnp.stack([c, zero, s, zero, one, zero, -s, zero, c], -1)  # rotate_yaw's sense
+    pitch = jnp.stack([one, zero, zero, zero, c, -s, zero, s, c], -1)
+    roll = jnp.stack([c, -s, zero, s, c, zero, zero, zero, one], -1)
+    axis = jnp.broadcast_to(axis, angle.shape)[..., None]
+    mats = jnp.where(axis == 0, yaw, jnp.where(axis == 1, pitch, roll))
+    return mats.reshape(angle.shape + (3, 3))
+
+
+def spin(world: jax.Array, turns_per_frame: jax.Array, axis: jax.Array,
+         phase: jax.Array | float = 0.0) -> jax.Array:
+    """Whole-body rotation that grows over time about each frame's pelvis.
+
+    Frame ``t`` is turned by ``phase + 2 pi turns_per_frame t`` radians about world axis
+    ``axis`` through that frame's pelvis (the pelvis path is kept; bone lengths too).
+
+    Args:
+      world: ``[..., T, 17, 3]`` Y-up metres.
+      turns_per_frame: ``[...]`` or scalar rotation rate (turns per frame; 1/fps is one
+        turn per second).
+      axis: ``[...]`` or scalar int index into :data:`SPIN_AXES`.
+      phase: ``[...]`` or scalar starting angle (radians).
+
+    Returns:
+      ``[..., T, 17, 3]`` rotated poses.
+    """
+    world = jnp.asarray(world)
+    skeleton.check_poses(world, "world")
+    batch, frames = world.shape[:-3], world.shape[-3]
+    rate = jnp.broadcast_to(jnp.asarray(turns_per_frame, world.dtype), batch)
+    start = jnp.broadcast_to(jnp.asarray(phase, world.dtype), batch)
+    angle = start[..., None] + 2 * jnp.pi * rate[..., None] * jnp.arange(frames,
+                                                                         dtype=world.dtype)
+    axis = jnp.broadcast_to(jnp.asarray(axis, jnp.int32), batch)[..., None]
+    rot = _axis_rotation(axis, angle)  # [..., T, 3, 3]
+    pelvis = world[..., :1, :]
+    return jnp.einsum("...tij,...tkj->...tki", rot, world - pelvis) + pelvis
+
+
+def random_spin(key: jax.Array, world: jax.Array, prob: float, *,
+                max_turns_per_frame: float) -> jax.Array:
+    """:func:`spin` of each sequence with probability ``prob``: a uniform axis, a rate
+    uniform in ``[-max, max]`` turns per frame and a uniform starting phase."""
+    world = jnp.asarray(world)
+    skeleton.check_poses(world, "world")
+    if max_turns_per_frame < 0:
+        raise ValueError(f"max_turns_per_frame must be >= 0, got {max_turns_per_frame}")
+    k_pick, k_axis, k_rate, k_phase = jax.random.split(key, 4)
+    batch = world.shape[:-3]
+    axis = jax.random.randint(k_axis, batch, 0, len(SPIN_AXES))
+    rate = jax.random.uniform(k_rate, batch, world.dtype, -max_turns_per_frame,
+                              max_turns_per_frame)
+    phase = jax.random.uniform(k_phase, batch, world.dtype, -jnp.pi, jnp.pi)
+    return jnp.where(_per_sequence_choice(k_pick, prob, batch),
+                     spin(world, rate, axis, phase), world)
+
+
+def hop(world: jax.Array, height: jax.Array, period: jax.Array) -> jax.Array:
+    """Vertical root trajectory: the whole body raised along repeated parabolic arcs.
+
+    Frame ``t`` is lifted by ``4 h u (1 - u)`` metres, ``u = frac(t / period)``: ballistic
+    hops of apex ``height`` every ``period`` frames (landings at multiples of it).
+
+    Args:
+      world: ``[..., T, 17, 3]`` Y-up metres.
+      height: ``[...]`` or scalar apex height (metres; negative dips, e.g. falls).
+      period: ``[...]`` or scalar frames per hop (> 0).
+    """
+    world = jnp.asarray(world)
+    skeleton.check_poses(world, "world")
+    batch, frames = world.shape[:-3], world.shape[-3]
+    h = jnp.broadcast_to(jnp.asarray(height, world.dtype), batch)[..., None]
+    p = jnp.broadcast_to(jnp.asarray(period, world.dtype), batch)[..., None]
+    u = jnp.mod(jnp.arange(frames, dtype=world.dtype) / p, 1.0)  # [..., T]
+    lift = 4.0 * h * u * (1.0 - u)
+    return world.at[..., 1].add(lift[..., None])
+
+
+def random_hop(key: jax.Array, world: jax.Array, prob: float, *, max_height: float,
+               period_range: tuple[float, float]) -> jax.Array:
+    """:func:`hop` of each sequence with probability ``prob``: apex uniform in
+    ``[0.1, max_height]`` m, period uniform in ``period_range`` frames."""
+    world = jnp.asarray(world)
+    skeleton.check_poses(world, "world")
+    lo, hi = (float(x) for x in period_range)
+    if not 0 < lo <= hi:
+        raise ValueError(f"period_range must satisfy 0 < lo <= hi, got {period_range}")
+    if max_height < 0.1:
+        raise ValueError(f"max_height must be >= 0.1 m, got {max_height}")
+    k_pick, k_h, k_p = jax.random.split(key, 3)
+    batch = world.shape[:-3]
+    height = jax.random.uniform(k_h, batch, world.dtype, 0.1, max_height)
+    period = jax.random.uniform(k_p, batch, world.dtype, lo, hi)
+    return jnp.where(_per_sequence_choice(k_pick, prob, batch),
+                     hop(world, height, period), world)

@@ -1,0 +1,87 @@
+"""TTT options: the cosine schedule, per-window smoothing choice, time-reversal averaging,
+and the variant overrides of stride_jax.tuning."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from scipy.signal import savgol_filter
+
+from configs import cpu
+from stride_jax import train_step, ttt, tuning
+from stride_jax.model import build_model, init_params
+
+
+def _ttt(**overrides) -> ml_collections.ConfigDict:
+    return tuning.with_overrides(cpu.get_config().ttt, overrides)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    sched = ttt.lr_schedule(_ttt(schedule="cosine", warmup_epochs=2, epochs=10, lr=1e-3))
+    lrs = np.array([float(sched(i)) for i in range(11)])
+    np.testing.assert_allclose(lrs[:3], [0.0, 5e-4, 1e-3], rtol=1e-6)
+    mid = 2 + 4  # halfway through the decay: half the peak
+    assert lrs[mid] == pytest.approx(5e-4, rel=1e-5)
+    assert lrs[10] == pytest.approx(0.0, abs=1e-9) and np.all(np.diff(lrs[2:]) < 0)
+    exp = ttt.lr_schedule(_ttt(lr=1e-3, lr_decay=0.9))
+    np.testing.assert_allclose([float(exp(i)) for i in range(3)], [1e-3, 9e-4, 8.1e-4],
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="schedule"):
+        ttt.lr_schedule(_ttt(schedule="linear"))
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        ttt.lr_schedule(_ttt(schedule="cosine", warmup_epochs=10, epochs=10))
+
+
+def test_smoothing_candidates_exclude_a_fixed_window():
+    assert ttt.smoothing_choice(_ttt(target_smoothing=0, smoothing_candidates=(0, 9))) == (
+        0, (0, 9))
+    with pytest.raises(ValueError, match="set one"):
+        ttt.smoothing_choice(_ttt(target_smoothing=15, smoothing_candidates=(0, 9)))
+    with pytest.raises(ValueError, match="odd"):
+        ttt.smoothing_choice(_ttt(target_smoothing=0, smoothing_candidates=(0, 8)))
+
+
+def test_pick_smoothing_takes_the_window_closest_to_the_reference():
+    rng = np.random.default_rng(0)
+    t = np.arange(40)[:, None, None] / 40
+    slow = np.sin(2 * t + np.zeros((1, 17, 3)))
+    noisy = (slow + rng.normal(0, 0.05, slow.shape)).astype(np.float32)
+    poses = jnp.asarray(np.stack([noisy, noisy]))  # two windows
+    mask = jnp.ones((2, 40), bool)
+    detected = jnp.ones((2, 40, 17), bool)
+    smooth9 = savgol_filter(noisy, 9, 2, axis=0, mode="interp")
+    reference = jnp.asarray(np.stack([noisy, smooth9]))  # window 0 wants raw, 1 wants 9
+    out = np.asarray(ttt.pick_smoothing(poses, mask, detected, reference, (0, 9, 15)))
+    np.testing.assert_allclose(out[0], noisy, atol=1e-6)
+    np.testing.assert_allclose(out[1], smooth9, atol=1e-5)
+
+
+def test_reverse_average_is_the_mean_with_the_reversed_real_frames():
+    config = cpu.get_config("runlocal")
+    model = build_model(config.model)
+    params = init_params(model, jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (2, 27, 17, 3))
+    mask = jnp.arange(27)[None] < jnp.array([[20], [27]])
+    rev = train_step.reverse_real_frames(x, mask)
+    np.testing.assert_array_equal(np.asarray(rev[0, :20]), np.asarray(x[0, 19::-1]))
+    np.testing.assert_array_equal(np.asarray(rev[0, 20:]), np.asarray(x[0, 20:]))
+    np.testing.assert_array_equal(np.asarray(train_step.reverse_real_frames(rev, mask)), x)
+    both = train_step.predict(model, params, x, frame_mask=mask, reverse_average=True)
+    fwd = model.apply({"params": params}, x, frame_mask=mask)
+    back = model.apply({"params": params}, rev, frame_mask=mask)
+    want = 0.5 * (fwd + train_step.reverse_real_frames(back, mask))
+    np.testing.assert_allclose(np.asarray(both)[0, :20], np.asarray(want)[0, :20], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(both)[1], np.asarray(want)[1], atol=1e-5)
+    assert not np.allclose(np.asarray(both), np.asarray(fwd), atol=1e-4)
+
+
+def test_overrides_name_unknown_settings():
+    out = tuning.with_overrides(cpu.get_config().ttt, {"epochs": 3, "loss": {"mpjpe": 2.0}})
+    assert out.epochs == 3 and out.loss.mpjpe == 2.0 and out.loss.limb_var == 200.0
+    with pytest.raises(KeyError, match="epoch"):
+        tuning.with_overrides(cpu.get_config().ttt, {"epoch": 3})
+    with pytest.raises(KeyError, match="mpjp"):
+        tuning.with_overrides(cpu.get_config().ttt, {"loss": {"mpjp": 1.0}})
