@@ -1,7 +1,7 @@
 """XLA CPU options the package sets for itself, because they measured faster.
 
 ``--xla_cpu_experimental_ynn_fusion_type=dot`` has XLA's CPU backend run its dot
-fusions through YNNPACK.  Measured on a 2-core Xeon (README "Speed"), alternating with
+fusions through YNNPACK.  Measured on a 2-core Xeon (docs/speed.md), alternating with
 and without: one CPU-size training step 1.10-1.17 s against 1.23-1.24 s, test-time
 training 3-11 % less time per video at the small and CPU sizes (all 6 pairs), with the
 same results (the model's equality tests against the PyTorch reference pass with it).

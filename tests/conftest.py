@@ -21,10 +21,10 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
                                + " --xla_backend_optimization_level=0").strip()
 
 
-# One XLA compilation cache for the whole test session, shared with the subprocesses the
+# One XLA compilation cache for the whole pytest run, shared with the subprocesses the
 # tests start (environment): the same small programs (pretraining step, validation
 # forward, simulator) are otherwise compiled again in every process.  A fresh directory
-# per session, so nothing outlives the run.  Programs with host callbacks (the TTT
+# per run, so nothing outlives it.  Programs with host callbacks (the TTT
 # progress report) are never cached by JAX.
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="stride_jax_xla_cache_")

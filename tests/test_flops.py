@@ -29,8 +29,8 @@ def test_matmul_list_sums_to_the_flop_counts(config, frames, windows):
         flops.train_step_flops(config, frames, windows) - embed.flops + scores.flops)
 
 
-def test_cpu_size_step_is_the_issue_count():
-    """Issue 16 counted 49.76 GFLOP per CPU-size training step (3-channel input)."""
+def test_cpu_size_step_is_49_76_gflop():
+    """A CPU-size training step (3-channel input) is 49.76 GFLOP, the figure docs/speed.md uses."""
     assert flops.train_step_flops(dict(CPU, dim_in=3), 243) / 1e9 == pytest.approx(
         49.76, abs=5e-3)
 

@@ -1,4 +1,4 @@
-"""Pretraining recipe switches (issue 15): validity channel, init_from, hidden_weight."""
+"""Pretraining recipe switches: validity channel, init_from, hidden_weight."""
 
 from __future__ import annotations
 
