@@ -1,6 +1,8 @@
 """CPU-sized STRIDE: dim 128 / rep 256 / depth 3 prior, trained and aligned on 2 CPU cores.
 
-Variants: ``configs/cpu.py:runlocal`` is a tiny model for smoke tests.
+Variants: ``configs/cpu.py:runlocal`` is a tiny model for smoke tests;
+``configs/cpu.py:ttt=<preset>`` picks a test-time-training preset of ``TTT_PRESETS``
+(``default``, ``full``, ``paper``, ``prior``; docs/speed.md compares them).
 """
 
 import ml_collections
@@ -8,8 +10,28 @@ import ml_collections
 from stride_jax.config_util import parse_arg
 
 
+# Test-time-training presets: overrides of the ``ttt`` section below.
+TTT_PRESETS = {
+    "default": {},
+    # 30 epochs at lr 1e-4 decaying 1 % per epoch on smoothed targets (the default until
+    # 2026-12-05): about 3x the default's time.
+    "full": dict(epochs=30, lr=1e-4, schedule="exponential", warmup_epochs=0,
+                 target_smoothing=15, smoothing_candidates=()),
+    # The official STRIDE recipe: raw targets, the four losses with velocity, lr 2e-4,
+    # in-filled frames as full-weight targets.
+    "paper": dict(epochs=30, lr=2e-4, lr_decay=0.99, schedule="exponential", warmup_epochs=0,
+                  target_smoothing=0, smoothing_candidates=(), interp_weight=1.0,
+                  gap_target="interp", loss=dict(mpjpe=1.0, n_mpjpe=0.5, velocity=20.0,
+                                                 limb_var=200.0)),
+    # The prior alone: no fine-tuning (seconds instead of minutes on CPU).
+    "prior": dict(epochs=0),
+}
+
+
 def get_config(arg=None):
-    arg = parse_arg(arg, runlocal=False)
+    arg = parse_arg(arg, runlocal=False, ttt="default")
+    if arg.ttt not in TTT_PRESETS:
+        raise ValueError(f"ttt={arg.ttt!r}: choose a preset of {sorted(TTT_PRESETS)}")
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.fps = 30.0
@@ -108,6 +130,12 @@ def get_config(arg=None):
     config.simulator = dict(occ_window_s=3.2, occ_span_s=1.6, jitter_std=0.02, depth_std=0.03,
                             scale_std=0.03, swap_prob=0.01, outlier_prob=0.005,
                             outlier_std=0.15)
+
+    for key, value in TTT_PRESETS[arg.ttt].items():
+        if key == "loss":
+            config.ttt.loss.update(value)
+        else:
+            config.ttt[key] = value
 
     if arg.runlocal:
         config.model.update(dim_feat=16, dim_rep=16, depth=1, num_heads=2, maxlen=81)

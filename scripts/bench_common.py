@@ -311,3 +311,29 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+def official_ttt_seconds(torch: Any, model_config: dict, clips: Sequence[np.ndarray],
+                         epochs: int, device: str = "cpu") -> float:
+    """Seconds per clip of the official STRIDE recipe in eager PyTorch.
+
+    ``tests/torch_dstformer.ttt_reference``: the DSTformer of ``model_config`` with the
+    official code's 3 input channels (random weights: timing does not depend on them),
+    ``epochs`` AdamW steps at the paper's lr on one window per clip, then its prediction,
+    on ``device`` ("cpu" or "cuda").  One untimed 1-step clip first.  Clips are
+    ``[T, 17, 3]`` root-relative poses (metres).
+    """
+    from configs import cpu
+
+    ref = torch_reference()
+    paper = cpu.get_config("ttt=paper").ttt
+    model = ref.build_from_config({**dict(model_config), "dim_in": 3})
+    ref.randomize_(model, seed=0)
+    model = model.to(device)
+    tensors = [torch.from_numpy(np.asarray(c, np.float32)[None]) for c in clips]
+    loss = dict(paper.loss)
+    ref.ttt_reference(model, tensors[0], 1, paper.lr, paper.weight_decay, loss)
+    t0 = time.perf_counter()
+    for clip in tensors:  # each returns a host array: the device work is finished
+        ref.ttt_reference(model, clip, epochs, paper.lr, paper.weight_decay, loss)
+    return (time.perf_counter() - t0) / len(tensors)

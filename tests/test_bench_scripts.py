@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -255,3 +256,31 @@ def test_matmul_bound_operands_give_the_product(layout, batch):
     if HAS_TORCH:
         got = bench.torch_matmul(torch, op)(torch.from_numpy(a), torch.from_numpy(b))
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_gpu_check_dry_run_writes_its_summary(tmp_path):
+    """``scripts/gpu_check.sh --dry-run``: the GPU check's whole path at tiny sizes on CPU."""
+    pytest.importorskip("torch")
+    out = tmp_path / "gpu"
+    proc = subprocess.run(["bash", str(SCRIPTS / "gpu_check.sh"), "--dry-run"], cwd=REPO,
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OUT": str(out)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert summary["dry_run"] is True and summary["size"] == "tiny"
+    official = summary["official_recipe"]["s_per_video"]
+    assert _positive(official)
+    (row,) = summary["align"]
+    assert row["K"] == 1 and _positive(row["s_per_video"]) and _positive(row["compile_s"])
+    assert row["x_official"] == pytest.approx(row["s_per_video"] / official)
+    assert _positive(summary["pretrain"]["jax"]["step_s"])
+    assert (out / "align" / "bench_align.json").is_file()
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    tta = _load("bench_time_to_accuracy")
+    points = {"fast_bad": (1.0, 50.0), "slow_good": (10.0, 40.0), "dominated": (10.0, 45.0),
+              "tie_slower": (2.0, 50.0), "best": (1.0, 40.0)}
+    assert tta.pareto(points) == {"best"}
+    del points["best"]
+    assert tta.pareto(points) == {"fast_bad", "slow_good"}

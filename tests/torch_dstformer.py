@@ -317,10 +317,11 @@ def ttt_reference(model: nn.Module, poses_root_rel: torch.Tensor | np.ndarray, s
         poses = poses_root_rel.detach().float()
     else:
         poses = torch.from_numpy(np.asarray(poses_root_rel, dtype=np.float32))
+    poses = poses.to(next(adapted.parameters()).device)  # the model's device (CPU or GPU)
     optimizer = make_optimizer(adapted, lr, weight_decay)
     losses = [pretrain_step_reference(adapted, optimizer, poses, poses, loss_weights)
               for _ in range(steps)]
     adapted.eval()
     with torch.no_grad():
         prediction = adapted(poses)
-    return prediction.numpy(), losses
+    return prediction.cpu().numpy(), losses
