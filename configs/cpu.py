@@ -9,7 +9,6 @@ import ml_collections
 
 from stride_jax.config_util import parse_arg
 
-
 # Test-time-training presets: overrides of the ``ttt`` section below.
 TTT_PRESETS = {
     "default": {},
@@ -61,6 +60,8 @@ def get_config(arg=None):
     config.pretrain.pitch_max_deg = 15.0    # random camera elevation
     config.pretrain.reverse_prob = 0.0      # play a clip backwards
     config.pretrain.mix_prob = 0.0          # lower body of a clip + upper body of another
+    config.pretrain.spin_prob = 0.0         # whole body turning about the pelvis over time
+    config.pretrain.spin_turns_per_s = 1.0  # its largest rate (turns per second, at 30 fps)
     config.pretrain.log_every_steps = 50
     config.pretrain.eval_every_steps = 500
     config.pretrain.checkpoint_every_steps = 500

@@ -75,19 +75,27 @@ EVAL_FIELDS = ("step", "val_mpjpe_occluded_input", "val_mpjpe_occluded_frames",
                "val_mpjpe_clean_input", "val_interp_mpjpe", "val_interp_occluded_frames")
 
 
-def augment_clips(key: jax.Array, world: jax.Array, cfg: ml_collections.ConfigDict) -> jax.Array:
+def augment_clips(key: jax.Array, world: jax.Array, cfg: ml_collections.ConfigDict, *,
+                  fps: float = 30.0) -> jax.Array:
     """World clips ``[B,T,17,3]`` -> root-relative camera-space targets.
 
     In order: time reversal (``cfg.reverse_prob``), body-part mixing between clips of the
-    batch (``cfg.mix_prob``), bone scale, camera view, mirror.
+    batch (``cfg.mix_prob``), whole-body rotation growing over time (``cfg.spin_prob``, up
+    to ``cfg.spin_turns_per_s`` turns per second at ``fps``: spins, flips, cartwheels),
+    bone scale, camera view, mirror.  (Vertical root paths such as jumps need no
+    augmentation: inputs and targets are root-relative, so a lifted root changes nothing.)
     """
     k_bone, k_view, k_flip = jax.random.split(key, 3)
     # Later options draw from fold_in keys, so at probability 0 the draws are as before.
     k_rev, k_mix = jax.random.split(jax.random.fold_in(key, 1))
+    k_spin = jax.random.fold_in(key, 2)
     if cfg.get("reverse_prob", 0.0) > 0:
         world = augment.random_reverse(k_rev, world, cfg.reverse_prob)
     if cfg.get("mix_prob", 0.0) > 0:
         world = augment.random_mix(k_mix, world, cfg.mix_prob)
+    if cfg.get("spin_prob", 0.0) > 0:
+        world = augment.random_spin(k_spin, world, cfg.spin_prob,
+                                    max_turns_per_frame=cfg.spin_turns_per_s / float(fps))
     world = augment.scale_bones(k_bone, world, std=cfg.bone_scale_std)
     cam = augment.random_view(k_view, world, pitch_max_rad=np.deg2rad(cfg.pitch_max_deg))
     flip = jax.random.bernoulli(k_flip, cfg.mirror_prob, (world.shape[0], 1, 1, 1))
@@ -111,7 +119,7 @@ def make_batch_fn(config: ml_collections.ConfigDict, dim_in: int):
     model_input.check_dim_in(dim_in)
 
     def batch_fn(k_aug: jax.Array, k_cor: jax.Array, world: jax.Array) -> dict[str, jax.Array]:
-        target = augment_clips(k_aug, world, config.pretrain)
+        target = augment_clips(k_aug, world, config.pretrain, fps=config.fps)
         noisy, valid = corrupt.corrupt_for_pretraining(k_cor, target, per_joint=True,
                                                        **corrupt_cfg)
         inputs = model_input.make_input(augment.root_relative(noisy), valid, dim_in)

@@ -35,7 +35,7 @@ def test_spin_is_a_rotation_about_the_pelvis_growing_in_time(axis, vector):
     np.testing.assert_allclose(out[:, 0], world[:, 0], atol=1e-6)  # pelvis path kept
 
 
-def test_random_spin_and_hop_keep_bone_lengths_and_respect_prob():
+def test_random_spin_keeps_bone_lengths_and_respects_prob():
     world = jnp.asarray(np.stack([_world(s) for s in range(6)]))
     bones = skeleton.BONES
 
@@ -48,23 +48,8 @@ def test_random_spin_and_hop_keep_bone_lengths_and_respect_prob():
     assert not np.allclose(spun, world)
     same = augment.random_spin(jax.random.key(0), world, 0.0, max_turns_per_frame=0.05)
     np.testing.assert_array_equal(np.asarray(same), np.asarray(world))
-    hopped = augment.random_hop(jax.random.key(1), world, 1.0, max_height=0.5,
-                                period_range=(10.0, 20.0))
-    lift = np.asarray(hopped - world)
-    np.testing.assert_allclose(lift[..., 0], 0.0, atol=1e-6)
-    np.testing.assert_allclose(lift[..., 2], 0.0, atol=1e-6)
-    assert np.all(lift[..., 1] >= -1e-6) and 0.1 < lift[..., 1].max() <= 0.5 + 1e-6
-    with pytest.raises(ValueError, match="period_range"):
-        augment.random_hop(jax.random.key(1), world, 1.0, max_height=0.5,
-                           period_range=(0.0, 2.0))
-
-
-def test_hop_is_a_parabola_with_the_given_apex():
-    world = np.zeros((1, 21, 17, 3), np.float32)
-    out = np.asarray(augment.hop(jnp.asarray(world), 0.4, 20.0))
-    u = (np.arange(21) / 20) % 1.0
-    np.testing.assert_allclose(out[0, :, 0, 1], 1.6 * u * (1 - u), atol=1e-6)
-    assert out[0, 10, 0, 1] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="max_turns_per_frame"):
+        augment.random_spin(jax.random.key(0), world, 1.0, max_turns_per_frame=-0.1)
 
 
 def _sequences() -> list[Sequence]:
@@ -112,3 +97,20 @@ def test_fast_view_rotation_rate_is_a_quarter_to_one_turn_per_second():
         rot, _ = Rotation.align_vectors(rel1, rel0)
         degrees_per_frame = np.degrees(rot.magnitude())
         assert 360 * 0.25 / 30 - 1e-3 <= degrees_per_frame <= 360 / 30 + 1e-3
+
+
+def test_pretraining_spin_turns_the_targets():
+    from stride_jax import pretrain
+
+    config = cpu.get_config("runlocal")
+    world = jnp.asarray(np.stack([_world(s, 27) for s in range(4)]))
+    key = jax.random.key(0)
+    base = np.asarray(pretrain.augment_clips(key, world, config.pretrain, fps=30.0))
+    spun_cfg = config.pretrain.copy_and_resolve_references()
+    spun_cfg.spin_prob = 1.0
+    spun = np.asarray(pretrain.augment_clips(key, world, spun_cfg, fps=30.0))
+    assert not np.allclose(spun, base, atol=1e-4)
+    # the spin keeps bone lengths: same skeleton, only turned
+    bones = skeleton.BONES
+    length = lambda x: np.linalg.norm(x[..., bones[:, 1], :] - x[..., bones[:, 0], :], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(length(spun), length(base), atol=1e-4)
