@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -67,6 +68,8 @@ def optimal_scale(pred: jax.Array, target: jax.Array,
 
     With a ``mask`` only the counted joints of each frame enter the fit.
     """
+    chex.assert_shape(pred, (..., 3))
+    chex.assert_equal_shape([pred, target])
     w = _joint_weights(mask, pred.shape)[..., None]
     num = jnp.sum(w * pred * target, axis=(-2, -1), keepdims=True)
     den = jnp.sum(w * pred * pred, axis=(-2, -1), keepdims=True)
@@ -92,6 +95,7 @@ def velocity(pred: jax.Array, target: jax.Array, mask: jax.Array | None = None) 
 
 def limb_lengths(poses: jax.Array) -> jax.Array:
     """Bone lengths ``[..., T, J, 3] -> [..., T, 16]`` for ``skeleton.BONES``."""
+    chex.assert_shape(poses, (..., skeleton.NUM_JOINTS, 3))
     parent, child = skeleton.BONES[:, 0], skeleton.BONES[:, 1]
     return _safe_norm(poses[..., child, :] - poses[..., parent, :])
 

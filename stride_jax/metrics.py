@@ -7,6 +7,7 @@ of frames (e.g. occluded vs visible); ``masked_mean`` does that reduction.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -33,6 +34,8 @@ def procrustes_align(pred: jax.Array, gt: jax.Array) -> jax.Array:
     Solves ``min_{s,R,t} |s R x + t - y|`` per ``[..., J, 3]`` frame with ``det(R) = +1``
     (reflections are excluded by flipping the weakest singular direction).
     """
+    chex.assert_shape(pred, (..., 3))
+    chex.assert_equal_shape([pred, gt])
     mu_x = pred.mean(axis=-2, keepdims=True)
     mu_y = gt.mean(axis=-2, keepdims=True)
     x, y = pred - mu_x, gt - mu_y

@@ -188,6 +188,8 @@ def test_sharded_over_4_cpu_devices_matches_one_device(tiny, tmp_path):
     np.savez(tmp_path / "videos.npz", *[v.poses for v in videos],
              valid=np.stack([v.valid for v in videos]))
     script = (  # 5 videos in one call: K = 8, two per device, one after the other (CPU)
+        "import chex\n"
+        "chex.set_n_cpu_devices(4)  # before JAX starts its backends\n"
         "import sys, numpy as np, jax\n"
         "from configs import cpu\n"
         "from stride_jax import Video, align_videos, load_prior\n"
@@ -198,9 +200,7 @@ def test_sharded_over_4_cpu_devices_matches_one_device(tiny, tmp_path):
         "assert len(jax.devices()) == 4, jax.devices()\n"
         "assert t.buckets[0]['shape'][0] == 8  # K padded to a multiple of the mesh size\n"
         f"np.save(r'{tmp_path / 'sharded.npy'}', np.stack([r.refined for r in res]))\n")
-    env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
-               + " --xla_force_host_platform_device_count=4",
-               PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=REPO,
                    capture_output=True)
     single, _ = align_videos(videos, Prior(params, config.model.to_dict()), config.ttt)

@@ -1,10 +1,10 @@
 """Data-parallel pretraining and the distributed plumbing.
 
-The multi-device checks run in a subprocess with 4 forced CPU devices (the device count
-is fixed when JAX starts): one sharded step equals the 1-device step on the same global
-batch, with replicated and with FSDP-sharded parameters; an FSDP state saved with Orbax
-and restored sharded continues exactly as the uninterrupted one; the whole pretraining
-loop runs on 4 devices.
+The multi-device checks run in a subprocess that forces 4 CPU devices with
+``chex.set_n_cpu_devices`` before JAX starts its backends (the count is fixed then): one
+sharded step equals the 1-device step on the same global batch, with replicated and with
+FSDP-sharded parameters; an FSDP state saved with Orbax and restored sharded continues
+exactly as the uninterrupted one; the whole pretraining loop runs on 4 devices.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def test_clip_sampler_shards_concatenate_to_the_global_batch():
 
 _FOUR_DEVICES = textwrap.dedent("""
     import sys
+    import chex
+    chex.set_n_cpu_devices(4)  # before any JAX operation starts the backends
     import jax
     import numpy as np
     from jax.sharding import Mesh, PartitionSpec
@@ -103,13 +105,10 @@ _FOUR_DEVICES = textwrap.dedent("""
         update = pretrain.make_sharded_update(config, model, optimizer, mesh, shardings)
         return state, abstract, shardings, update
 
-    def host(tree):
-        return [np.asarray(x) for x in jax.tree_util.tree_leaves(
-            distributed.to_host(tree, mesh4))]
-
     def check_equal(a, b, what):
-        for x, y in zip(host(a), host(b)):
-            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7, err_msg=what)
+        print(f"checking {what}")
+        chex.assert_trees_all_close(distributed.to_host(a, mesh4), distributed.to_host(b, mesh4),
+                                    rtol=1e-5, atol=1e-7)
 
     config = cpu.get_config("runlocal")  # per-device batch 2: global batch 8 on 4 devices
     config.pretrain.fsdp = False
@@ -160,9 +159,7 @@ _FOUR_DEVICES = textwrap.dedent("""
 
 
 def test_four_device_step_and_resume_match_one_device(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
-               XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
-               + " --xla_force_host_platform_device_count=4")
+    env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, "-c", _FOUR_DEVICES, str(tmp_path)], cwd=REPO,
                           env=env, capture_output=True, text=True, timeout=3600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]

@@ -231,6 +231,25 @@ class TestTermsAgainstNumpy:
             JITTED[name](pred, target, np.ones((B, T + 1)))
 
 
+class TestShapeChecks:
+    """chex checks at the public helpers that have no hand-written check of their own."""
+
+    def test_optimal_scale_rejects_unequal_or_non_3d(self):
+        pred, target = _poses(9, B, T, J)
+        with pytest.raises(AssertionError, match="assert_equal_shape"):
+            losses.optimal_scale(pred, target[:, :-1])
+        with pytest.raises(AssertionError, match="assert_shape"):
+            losses.optimal_scale(pred[..., :2], target[..., :2])
+
+    def test_limb_lengths_needs_all_17_joints(self):
+        pred, _ = _poses(9, B, T, J)
+        assert losses.limb_lengths(pred).shape == (B, T, len(skeleton.BONES))
+        with pytest.raises(AssertionError, match="assert_shape"):  # a gather would clamp
+            losses.limb_lengths(pred[..., :-1, :])
+        with pytest.raises(AssertionError, match="assert_shape"):
+            jax.jit(losses.limb_var)(pred[..., :-1, :])
+
+
 # ----------------------------------------------------------------------------- per term
 class TestMpjpe:
     def test_hand_computed(self):

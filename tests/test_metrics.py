@@ -103,6 +103,13 @@ class TestMpjpe:
         with pytest.raises(ValueError):
             _accel(gt, gt[:, :-1])
 
+    def test_procrustes_align_rejects_unequal_shapes(self):
+        gt = _poses(6, 4)
+        with pytest.raises(AssertionError, match="assert_equal_shape"):
+            metrics.procrustes_align(gt[:, :-1], gt)
+        with pytest.raises(AssertionError, match="assert_shape"):
+            metrics.procrustes_align(gt[..., :2], gt[..., :2])
+
 
 # ----------------------------------------------------------------------------- pa_mpjpe
 class TestPaMpjpe:

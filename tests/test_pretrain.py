@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -73,8 +74,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     step_a, params_a, extra_a = _latest_params(tmp_path / "straight", config)
     step_b, params_b, extra_b = _latest_params(tmp_path / "killed", config)
     assert step_a == step_b == 4 and extra_a["sampler"] == extra_b["sampler"]
-    for a, b in zip(jax.tree_util.tree_leaves(params_a), jax.tree_util.tree_leaves(params_b)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(params_a, params_b, rtol=1e-5, atol=1e-6)
     prior = checkpoint.load_prior(tmp_path / "killed" / "prior")
     assert prior.model["dim_feat"] == config.model.dim_feat and "validation" in prior.meta
     assert prior.path == (tmp_path / "killed" / "prior").absolute()
@@ -133,8 +133,5 @@ def test_abstract_state_matches_a_real_state():
     optimizer = pretrain.make_optimizer(config.pretrain)
     real = train_step.init_state(init_params(model, jax.random.key(3)), optimizer)
     abstract = pretrain.abstract_state(model, optimizer)
-    assert jax.tree_util.tree_structure(abstract) == jax.tree_util.tree_structure(real)
-    pairs = zip(jax.tree_util.tree_leaves(abstract), jax.tree_util.tree_leaves(real))
-    for a, r in pairs:
-        assert (a.shape, a.dtype) == (jnp.shape(r), jnp.asarray(r).dtype)
+    chex.assert_trees_all_equal_shapes_and_dtypes(abstract, real)  # and the tree structure
     assert len(jax.tree_util.tree_leaves(real["opt"])) > 0

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -140,8 +141,7 @@ def test_init_from_warm_starts_fresh_runs_only(tiny_prior, tmp_path, caplog):
         lambda _: jax.sharding.SingleDeviceSharding(jax.devices()[0]), abstract)
     warm = pretrain.warm_start_params(tiny_prior, abstract, mesh_sh)
     expected = model_input.widen_params(prior.params, 4)
-    for a, b in zip(jax.tree_util.tree_leaves(warm), jax.tree_util.tree_leaves(expected)):
-        np.testing.assert_array_equal(np.asarray(a), b)
+    chex.assert_trees_all_equal(warm, expected)
 
     train, val = _demo_sequences()
     pretrain.train_and_evaluate(config, tmp_path, train_sequences=train, val_sequences=val,

@@ -6,8 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import chex
 import jax
-import numpy as np
 import pytest
 
 from configs import cpu
@@ -39,10 +39,6 @@ def tiny_run(tmp_path_factory):
     return config, workdir
 
 
-def _leaves(tree):
-    return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
-
-
 def _checkpointed_params(config, workdir: Path, step: int):
     optimizer = pretrain.make_optimizer(config.pretrain)
     abstract = jax.eval_shape(lambda: train_step.init_state(
@@ -65,8 +61,7 @@ def test_best_then_a_checkpointed_step_replace_the_prior(tiny_run, tmp_path):
                      + common) == 0
     best = checkpoint.load_prior(dest)
     exported = checkpoint.load_prior(workdir / "prior")
-    for a, b in zip(_leaves(best.params), _leaves(exported.params)):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(best.params, exported.params)
     assert best.meta["total_steps"] == 13 and best.meta["description"] == "best"
     assert best.meta["previous"] == {"total_steps": 7, "description": "older", "best_step": 7}
     assert best.meta["validation"] == exported.meta["validation"]
@@ -80,8 +75,7 @@ def test_best_then_a_checkpointed_step_replace_the_prior(tiny_run, tmp_path):
                       "--description", "older step"] + common) == 0
     shipped = checkpoint.load_prior(dest)
     want = _checkpointed_params(config, workdir, step)
-    for a, b in zip(_leaves(shipped.params), _leaves(want)):
-        np.testing.assert_array_equal(a, b)
+    chex.assert_trees_all_equal(shipped.params, want)
     rows = (workdir / "eval.csv").read_text().splitlines()
     row = next(r.split(",") for r in rows[1:] if int(r.split(",")[0]) == step)
     assert shipped.meta["best_step"] == step
