@@ -53,8 +53,7 @@ class BodyModel:
       v_template: ``(V, 3)`` rest vertices, metres.
       shapedirs: ``(B, V, 3)`` shape blend shapes, metres per unit beta.
       posedirs: ``(9 (J - 1), V, 3)`` pose blend shapes, metres per unit of ``R - I``.
-      j_regressor: ``(J, V')`` rest joints from the shaped vertices (``V'`` = the file's
-        full vertex count, also after :func:`take_vertices`).
+      j_regressor: ``(J, V)`` rest joints from the shaped vertices.
       weights: ``(V, J)`` skinning weights.
       parents: ``J`` parent indices, ``-1`` for the root, each parent before its child (static).
     """
@@ -141,12 +140,47 @@ def load_model(path: str | Path, *, dtype: jnp.dtype = jnp.float32) -> BodyModel
                      parents=parents)
 
 
-def take_vertices(model: BodyModel, vertex_ids: np.ndarray) -> BodyModel:
-    """The model posing only ``vertex_ids`` (``(V_sub,)`` ints); :func:`shape` still needs the
-    full model (its regressor reads every vertex), :func:`pose` then takes this one."""
-    ids = np.asarray(vertex_ids)
-    return model.replace(v_template=model.v_template[ids], shapedirs=model.shapedirs[:, ids],
-                         posedirs=model.posedirs[:, ids], weights=model.weights[ids])  # fmt: skip
+@struct.dataclass
+class FoldedRegressor:
+    """A vertex regressor ``R (K, V)`` folded through skinning and the pose blend shapes.
+
+    Posed vertices are linear in the skinning weights and in the pose blend shapes, so
+    ``R @ vertices`` needs only these sums over vertices (exact up to float rounding):
+
+    Attributes:
+      weights: ``(K, J, V)``, ``R[k, v] * skinning_weights[v, j]``.
+      weight_sums: ``(K, J)``, ``weights`` summed over vertices.
+      posedirs: ``(9 (J - 1), K, J, 3)``, ``weights`` applied to the pose blend shapes, m.
+      row_sums: ``(K,)``, ``R`` summed over vertices (how ``trans`` enters).
+    """
+
+    weights: jax.Array
+    weight_sums: jax.Array
+    posedirs: jax.Array
+    row_sums: jax.Array
+
+
+def fold_regressor(model: BodyModel, regressor: np.ndarray) -> FoldedRegressor:
+    """Fold ``regressor (K, V)`` (e.g. Human3.6M's ``(17, 6890)``) into ``model``.
+
+    Only the vertices the regressor reads enter the sums; computed in float64, stored in the
+    model's dtype.
+    """
+    regressor = np.asarray(regressor, np.float64)
+    if regressor.ndim != 2 or regressor.shape[1] != model.num_vertices:
+        raise ValueError(f"regressor must be (K, {model.num_vertices}), got {regressor.shape}")
+    ids = np.flatnonzero(np.any(regressor != 0, axis=0))
+    weights = regressor[:, None, ids] * np.asarray(model.weights, np.float64)[ids].T[None]
+    num_k, num_j, num_v = weights.shape
+    posedirs = np.asarray(model.posedirs, np.float64)[:, ids]  # (P, V', 3)
+    folded = weights.reshape(-1, num_v) @ posedirs.transpose(1, 0, 2).reshape(num_v, -1)
+    full = np.zeros((num_k, num_j, model.num_vertices))
+    full[..., ids] = weights
+    dtype = model.v_template.dtype
+    return FoldedRegressor(
+        weights=jnp.asarray(full, dtype), weight_sums=jnp.asarray(weights.sum(-1), dtype),
+        posedirs=jnp.asarray(folded.reshape(num_k, num_j, -1, 3).transpose(2, 0, 1, 3), dtype),
+        row_sums=jnp.asarray(regressor.sum(-1), dtype))
 
 
 def rodrigues(axis_angle: jax.Array) -> jax.Array:
@@ -207,7 +241,7 @@ def pose(model: BodyModel, v_shaped: jax.Array, rest_joints: jax.Array, poses: j
     """Pose blend, forward kinematics and linear blend skinning.
 
     Args:
-      model: the model (or :func:`take_vertices` of it; ``v_shaped`` must match).
+      model: the model.
       v_shaped: ``(V, 3)`` shaped rest vertices from :func:`shape`, metres.
       rest_joints: ``(J, 3)`` from :func:`shape`, metres.
       poses: ``(T, 3 J)`` axis-angle, radians, root first.
@@ -239,14 +273,29 @@ def joints_and_vertices(model: BodyModel, poses: jax.Array, betas: jax.Array,
     return pose(model, *shape(model, betas), poses, trans)
 
 
-def regressed_joints(model: BodyModel, regressor: jax.Array, v_shaped: jax.Array,
+def regressed_joints(model: BodyModel, folded: FoldedRegressor, v_shaped: jax.Array,
                      rest_joints: jax.Array, poses: jax.Array, trans: jax.Array) -> jax.Array:
-    """``regressor (K, V_sub) @ vertices``: e.g. Human3.6M joints ``(T, K, 3)`` in metres.
+    """``regressor @ vertices`` of the posed model without posing the mesh.
 
-    ``model`` and ``v_shaped`` may be restricted (:func:`take_vertices`) to the vertices the
-    regressor reads; ``regressor`` then holds just those columns.
+    Args:
+      model: the model (its tree).
+      folded: :func:`fold_regressor` of the regressor and the model.
+      v_shaped, rest_joints: from :func:`shape`, metres.
+      poses: ``(T, 3 J)`` axis-angle, radians; ``trans``: ``(T, 3)`` metres.
+
+    Returns:
+      ``(T, K, 3)`` regressed joints (e.g. Human3.6M-17) in metres; equal to applying the
+      regressor to :func:`pose`'s vertices.
     """
-    return jnp.einsum("kv,tvc->tkc", regressor, pose(model, v_shaped, rest_joints, poses, trans)[1])
+    num_frames = poses.shape[0]
+    rot = rodrigues(poses.reshape(num_frames, model.num_joints, 3).astype(v_shaped.dtype))
+    feature = (rot[:, 1:] - jnp.eye(3, dtype=rot.dtype)).reshape(num_frames, -1)
+    _, transforms = forward_kinematics(rot, rest_joints, model.parents)  # (T, J, 3, 4)
+    rest = jnp.einsum("kjv,vc->kjc", folded.weights, v_shaped)
+    blended = rest + jnp.einsum("tp,pkjc->tkjc", feature, folded.posedirs)  # (T, K, J, 3)
+    joints = (jnp.einsum("tjic,tkjc->tki", transforms[..., :3], blended)
+              + jnp.einsum("tji,kj->tki", transforms[..., 3], folded.weight_sums))
+    return joints + trans.astype(v_shaped.dtype)[:, None, :] * folded.row_sums[:, None]
 
 
 def synthetic_model_arrays(seed: int, num_betas: int = 16,

@@ -90,21 +90,21 @@ def test_joints_and_vertices_equal_smplx(models, gender):
     assert np.abs(np.asarray(other_verts) - ref_verts).max() > 0.1
 
 
-def test_h36m_regression_on_a_vertex_subset_equals_smplx(models):
+@pytest.mark.parametrize("per_joint", [40, 6890])
+def test_folded_h36m_regressor_equals_smplx_vertices_regressed(models, per_joint):
     path, _ = models["female"]
     poses, betas, trans = _random_inputs(seed=3)
     _, ref_verts = _smplx_reference(path, "female", poses, betas, trans)
     rng = np.random.default_rng(7)
     regressor = np.zeros((17, 6890))
-    for row in regressor:  # sparse like a learned regressor: a few dozen vertices per joint
-        row[rng.choice(6890, 40, replace=False)] = rng.dirichlet(np.ones(40))
-    ids = np.flatnonzero(np.abs(regressor).sum(axis=0))
+    for row in regressor:  # sparse like a learned regressor, or dense; rows sum to ~1
+        row[rng.choice(6890, per_joint, replace=False)] = rng.dirichlet(np.ones(per_joint)) * 1.05
     model = body_model.load_model(path)
     v_shaped, rest_joints = body_model.shape(model, jnp.asarray(betas))
-    h36m = jax.jit(body_model.regressed_joints)(
-        body_model.take_vertices(model, ids), jnp.asarray(regressor[:, ids], jnp.float32),
-        v_shaped[ids], rest_joints, jnp.asarray(poses), jnp.asarray(trans))
-    assert h36m.shape == (6, 17, 3) and len(ids) < 6890
+    folded = body_model.fold_regressor(model, regressor)
+    h36m = jax.jit(body_model.regressed_joints)(model, folded, v_shaped, rest_joints,
+                                                jnp.asarray(poses), jnp.asarray(trans))
+    assert h36m.shape == (6, 17, 3)
     np.testing.assert_allclose(np.asarray(h36m), np.einsum("kv,tvc->tkc", regressor, ref_verts),
                                atol=TOL_M)
 
