@@ -22,6 +22,11 @@ names or the Blender rig of ``test3.bvh``); Y up; units detected. An ``.npz`` ho
 directly in DIR), the split to ``--extra-split`` (``train``). Extra sequences are named
 ``extra_<path below DIR>``; a subject may not appear in two splits. ``--no-builtin`` prepares
 only the extra data (no fetch needed).
+
+AMASS: ``--amass DIR --body_models DIR --h36m_regressor FILE [--amass_splits SPEC]`` converts
+SMPL-H sequences with the user's own body models (:mod:`stride_jax.data.amass`,
+``docs/amass.md``); every input is checked before anything is written, and a rerun reuses
+the sequences already converted.
 """
 
 from __future__ import annotations
@@ -143,16 +148,21 @@ def npz_bytes(arrays: dict[str, np.ndarray], compress: bool = False) -> bytes:
 
 
 def _entry(name: str, split: str, subject: str, source: str, joints: np.ndarray, src_file: str,
-           src_sha: str, out: Path) -> dict:
-    """Write one sequence's npz atomically; return its manifest entry."""
+           src_sha: str, out: Path, extra: dict[str, str] | None = None) -> dict:
+    """Write one sequence's npz atomically (unless the same bytes are there); return its
+    manifest entry. ``extra`` string fields go into both."""
     if joints.ndim != 3 or joints.shape[1:] != (skeleton.NUM_JOINTS, 3) or not np.isfinite(joints).all():
         raise ValueError(f"{name} ({src_file}): joints must be finite (T, 17, 3), got {joints.shape}")
+    extra = extra or {}
     data = npz_bytes({"joints": joints.astype(np.float32), "fps": np.float32(FPS),
-                      "subject": np.str_(subject), "source": np.str_(source)})  # fmt: skip
-    write_bytes_atomic(out / split / f"{name}.npz", data)
+                      "subject": np.str_(subject), "source": np.str_(source),
+                      **{k: np.str_(v) for k, v in extra.items()}})  # fmt: skip
+    path, digest = out / split / f"{name}.npz", sha256_bytes(data)
+    if not path.is_file() or sha256_file(path) != digest:
+        write_bytes_atomic(path, data)
     return {"split": split, "subject": subject, "source": source, "frames": int(joints.shape[0]),
             "seconds": round(joints.shape[0] / FPS, 3), "fps": FPS,
-            "sha256": sha256_bytes(data), "source_file": src_file, "source_sha256": src_sha}  # fmt: skip
+            "sha256": digest, "source_file": src_file, "source_sha256": src_sha, **extra}  # fmt: skip
 
 
 def _extra_sequences(extra: Path, default_split: str) -> list[tuple[str, str, str, str, np.ndarray, Path]]:
@@ -204,7 +214,8 @@ def dataset_hash(entries: dict[str, dict]) -> str:
 
 
 def prepare(root: Path | str | None = None, extra: Path | str | None = None, extra_split: str = "train",
-            builtin: bool = True) -> dict:  # fmt: skip
+            builtin: bool = True, amass: Path | str | None = None, body_models: Path | str | None = None,
+            h36m_regressor: Path | str | None = None, amass_splits: dict[str, str] | None = None) -> dict:  # fmt: skip
     """Build ``processed/v1`` from the fetched files (and optional user data).
 
     Args:
@@ -212,6 +223,10 @@ def prepare(root: Path | str | None = None, extra: Path | str | None = None, ext
       extra: optional directory of user ``.bvh`` / ``.npz`` files (module docstring).
       extra_split: split of extra files that do not name one.
       builtin: include the fetched built-in sources.
+      amass: optional AMASS tree (SMPL-H ``.npz``), with ``body_models`` and
+        ``h36m_regressor`` (:mod:`stride_jax.data.amass`).
+      amass_splits: AMASS subset -> split (``'*'``: the rest); default
+        :data:`stride_jax.data.amass.DEFAULT_SPLITS`.
 
     Returns:
       The manifest written to ``processed/v1/manifest.json``.
@@ -223,6 +238,13 @@ def prepare(root: Path | str | None = None, extra: Path | str | None = None, ext
     root = Path(root) if root is not None else data_root()
     out = processed_dir(root)
     entries: dict[str, dict] = {}
+    amass_plan = None
+    if amass is not None:
+        from stride_jax.data import amass as amass_reader  # JAX is imported only for AMASS
+
+        if body_models is None or h36m_regressor is None:
+            raise ValueError("--amass needs --body_models DIR and --h36m_regressor FILE")
+        amass_plan = amass_reader.plan(amass, body_models, h36m_regressor, amass_splits)
     if builtin:
         raw_manifest_path = raw_dir(root) / "manifest.json"
         if not raw_manifest_path.is_file():
@@ -241,6 +263,11 @@ def prepare(root: Path | str | None = None, extra: Path | str | None = None, ext
                 raise ValueError(f"{path}: sequence name {name} is already used")
             entries[name] = _entry(name, split, subject, source, joints, str(path.resolve()),
                                    sha256_file(path), out)  # fmt: skip
+    if amass_plan is not None:
+        for name, split, subject, source, joints, path, digest, fields in amass_reader.convert(amass_plan, out):
+            if name in entries:
+                raise ValueError(f"{path}: sequence name {name} is already used")
+            entries[name] = _entry(name, split, subject, source, joints, str(path.resolve()), digest, out, fields)
     _check_splits(entries)
     manifest = {"version": out.name, "fps": FPS, "joints": list(skeleton.JOINT_NAMES),
                 "world": "metres, right-handed, +Y up, floor at y~0",
@@ -342,9 +369,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-builtin", action="store_true", help="only the --extra data, not the fetched files")
     parser.add_argument("--demo", action="store_true", help="also rewrite stride_jax/assets/demo_climb.npz")
     parser.add_argument("--figures", type=Path, default=None, help="also save one PNG per source into this directory")
+    parser.add_argument("--amass", type=Path, default=None, help="AMASS tree <SUBSET>/<subject>/<seq>_poses.npz (SMPL+H G)")
+    parser.add_argument("--body_models", type=Path, default=None, help="folder of your SMPL-H model .npz files")
+    parser.add_argument("--h36m_regressor", type=Path, default=None, help="J_regressor_h36m.npy (17 x 6890)")
+    parser.add_argument("--amass_splits", default=None,
+                        help="SUBSET=SPLIT,...,*=SPLIT (default: AMASS's recommended split, the rest train)")
     args = parser.parse_args(argv)
     try:
-        manifest = prepare(args.root, extra=args.extra, extra_split=args.extra_split, builtin=not args.no_builtin)
+        splits = None
+        if args.amass_splits is not None:
+            from stride_jax.data.amass import parse_splits
+
+            splits = parse_splits(args.amass_splits)
+        manifest = prepare(args.root, extra=args.extra, extra_split=args.extra_split, builtin=not args.no_builtin,
+                           amass=args.amass, body_models=args.body_models, h36m_regressor=args.h36m_regressor,
+                           amass_splits=splits)  # fmt: skip
         if args.demo:
             print(f"wrote {build_demo(args.root)}")
         if args.figures is not None:
