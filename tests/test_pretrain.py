@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import time
 from pathlib import Path
 
 import chex
@@ -91,6 +93,19 @@ def _truncate_largest(directory: Path) -> Path:
     return victim
 
 
+def _drain_abandoned_reads() -> None:
+    """Lets the reads a failed restore left in flight finish and be collected, so Python
+    reports them inside this test (filtered below) rather than during a later one."""
+    time.sleep(0.5)
+    gc.collect()
+
+
+# Restores of truncated checkpoints fail with reads of other arrays still in flight, which
+# Python reports as ignored exceptions (upstream Orbax/TensorStore behaviour: see
+# checkpoint.ABANDONED_READS).  Only these two messages, and only in this test.
+@pytest.mark.filterwarnings(
+    r"ignore:(?s).*(Event loop is closed|_read_array_index_and_device_put)"
+    ":pytest.PytestUnraisableExceptionWarning")
 def test_truncated_checkpoint_falls_back_and_prior_error(tmp_path, caplog):
     train, val = _demo_sequences()
     config = _tiny_config(num_steps=4)
@@ -108,6 +123,7 @@ def test_truncated_checkpoint_falls_back_and_prior_error(tmp_path, caplog):
         checkpoint.load_prior(tmp_path / "prior")
     with pytest.raises(checkpoint.CheckpointError, match="not found"):
         checkpoint.load_prior(tmp_path / "missing")
+    _drain_abandoned_reads()
 
 
 def test_forward_in_batches_pads_the_last_batch():
