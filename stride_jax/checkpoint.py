@@ -28,14 +28,13 @@ import orbax.checkpoint as ocp
 from stride_jax import model as model_lib
 
 PRIOR_JSON = "prior.json"
-# Upstream behaviour after a failed restore (a damaged checkpoint): when one array fails to
-# read, Orbax (``asyncio_utils.run_sync``) closes its event loop while the reads of the other
-# arrays are still in flight.  Their coroutines are dropped unfinished and their TensorStore
-# completion callbacks find the loop closed, so Python later prints ignored exceptions
-# ("Event loop is closed"; "Exception ignored in: <coroutine ...
-# _read_array_index_and_device_put>"), from TensorStore threads or the garbage collector.
-# They are harmless: the restore has already raised and nothing reads their results.
-ABANDONED_READS = ("Event loop is closed", "_read_array_index_and_device_put")
+# Abandoned reads (upstream behaviour after a failed restore of a damaged checkpoint): when
+# one array fails to read, Orbax (``asyncio_utils.run_sync``) closes its event loop while
+# the reads of the other arrays are still in flight.  Their coroutines are dropped
+# unfinished and their TensorStore completion callbacks find the loop closed, so Python
+# later prints ignored exceptions ("Event loop is closed"; "Exception ignored in:
+# <coroutine ... _read_array_index_and_device_put>"), from TensorStore threads or the
+# garbage collector.  Harmless: the restore has already raised; nothing reads the results.
 DEFAULT_FPS: float = 30.0  # the rate of every prior this project trains or converts
 
 
@@ -131,7 +130,7 @@ def load_prior(directory: str | os.PathLike) -> Prior:
         with _local_checkpointer() as ckptr:
             params = ckptr.restore(directory / "params", abstract)
     except Exception as err:  # Orbax raises many types for damaged files.
-        # (see ABANDONED_READS: the other arrays' reads may still be in flight)
+        # (abandoned reads, see the note at PRIOR_JSON)
         raise CheckpointError(
             f"prior params at {directory / 'params'} are corrupted, truncated or do not match "
             f"the model config in {PRIOR_JSON}: {type(err).__name__}: {err}") from err
@@ -181,7 +180,7 @@ class TrainCheckpoints:
             try:
                 state, extra = _restore(self.latest, step, abstract_state)
             except Exception as err:  # damaged step: report it and try the previous one
-                # (see ABANDONED_READS: the other arrays' reads may still be in flight)
+                # (abandoned reads, see the note at PRIOR_JSON)
                 logging.error("checkpoint step %d in %s is corrupted or truncated (%s: %s); "
                               "trying the previous one", step, self.latest.directory,
                               type(err).__name__, err)

@@ -102,7 +102,7 @@ def _drain_abandoned_reads() -> None:
 
 # Restores of truncated checkpoints fail with reads of other arrays still in flight, which
 # Python reports as ignored exceptions (upstream Orbax/TensorStore behaviour: see
-# checkpoint.ABANDONED_READS).  Only these two messages, and only in this test.
+# the note in stride_jax/checkpoint.py).  Only these two messages, and only in this test.
 @pytest.mark.filterwarnings(
     r"ignore:(?s).*(Event loop is closed|_read_array_index_and_device_put)"
     ":pytest.PytestUnraisableExceptionWarning")
