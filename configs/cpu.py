@@ -115,6 +115,8 @@ def get_config(arg=None):
     config.ttt.interp_weight = 0.3          # loss weight of undetected (in-filled) frames
     config.ttt.gap_target = "auto"          # their pseudo-labels: "interp", "prior" (the
     # prior's own in-fill before TTT; needs dim_in 4) or "auto" (prior if dim_in is 4)
+    config.ttt.gap_output = "ttt"           # undetected joints: "ttt" or "prior" (its in-fill)
+    config.ttt.gap_ramp = 5                 # frames to fade between the two ("prior" only)
     config.ttt.target_smoothing = 15        # Savitzky-Golay window on the targets (0: raw)
     config.ttt.smoothing_candidates = ()    # windows to pick from per window of frames
     # (the one closest to the prior's prediction; needs target_smoothing = 0)

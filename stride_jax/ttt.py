@@ -121,6 +121,7 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     report_progress = bool(ttt.get("progress", True))
     smooth, candidates = smoothing_choice(ttt)
     prior_gaps = gap_targets_from_prior(model, ttt)
+    ramp = gap_output_ramp(ttt)
     tta = dict(flip_average=bool(ttt.flip_average),
                reverse_average=bool(ttt.get("reverse_average", False)))
 
@@ -128,7 +129,7 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
             key: jax.Array, epoch_offset: jax.Array | int = 0):
         poses = model_input.poses_of(inputs)
         targets = smoothing.savgol(poses, frame_mask, smooth)  # poses unless smoothing
-        if prior_gaps or candidates:  # the prior's prediction before TTT
+        if prior_gaps or candidates or ramp:  # the prior's prediction before TTT
             before = jax.lax.stop_gradient(train_step.predict(
                 model, params, inputs, frame_mask=frame_mask, **tta))
         if candidates:
@@ -187,6 +188,9 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
                                     jnp.arange(ttt.epochs))
         pred = train_step.predict(model, {**frozen, **state["params"]}, inputs,
                                   frame_mask=frame_mask, **tta)
+        if ramp:  # undetected joints keep the prior's in-fill, blended in over ``ramp``
+            keep = detection_ramp(_detected(model, inputs, weights), frame_mask, ramp)
+            pred = keep[..., None] * pred + (1.0 - keep[..., None]) * before
         ok = jnp.all(jnp.isfinite(curve)) & jnp.all(jnp.isfinite(pred))
         return jnp.where(ok, pred, poses), curve, ok
 
@@ -199,6 +203,45 @@ def _detected(model: DSTFormer, inputs: jax.Array, weights: jax.Array) -> jax.Ar
     if model.dim_in == 4:
         return model_input.validity_of(inputs) > 0.5
     return jnp.broadcast_to((weights >= 1.0)[..., None], inputs.shape[:-1])
+
+
+GAP_OUTPUTS = ("ttt", "prior")
+
+
+def gap_output_ramp(ttt: ml_collections.ConfigDict) -> int:
+    """Frames over which the output fades from the fine-tuned prediction (detected joints)
+    to the prior's own before TTT (undetected joints), or 0 when ``ttt.gap_output`` is
+    "ttt" (the fine-tuned prediction everywhere, the paper's).
+
+    ``ttt.gap_output = "prior"`` (our addition): TTT fits detections, and on undetected
+    joints its targets are at best the prior's in-fill (``gap_target``), so there it can
+    only drift from it (docs/evaluate.md measures the drift); the output keeps the prior's
+    in-fill there and fades over ``ttt.gap_ramp`` frames (>= 1) next to each gap.
+    """
+    choice = ttt.get("gap_output", "ttt")
+    if choice not in GAP_OUTPUTS:
+        raise ValueError(f"ttt.gap_output={choice!r}: choose one of {GAP_OUTPUTS}")
+    ramp = int(ttt.get("gap_ramp", 5))
+    if choice == "prior" and ramp < 1:
+        raise ValueError(f"ttt.gap_ramp={ramp} must be >= 1 frame")
+    return ramp if choice == "prior" else 0
+
+
+def detection_ramp(detected: jax.Array, frame_mask: jax.Array, ramp: int) -> jax.Array:
+    """``[..., W, J]`` weight of the fine-tuned prediction: ``min(d, ramp) / ramp`` where
+    ``d`` is a joint's distance in frames to its nearest undetected frame (0 on undetected
+    ones; padding and the window's ends count as detected, so they make no gap)."""
+    ok = detected | ~frame_mask[..., None]
+    width = ok.shape[-2]
+    run = ok
+    total = ok.astype(jnp.float32)
+    for k in range(1, ramp):  # run: detected for every frame within k of this one
+        pad = jnp.ones_like(ok[..., :k, :])
+        later = jnp.concatenate([ok[..., k:, :], pad], axis=-2)[..., :width, :]
+        earlier = jnp.concatenate([pad, ok[..., :-k, :]], axis=-2)[..., :width, :]
+        run = run & later & earlier
+        total = total + run
+    return total / ramp
 
 
 GAP_TARGETS = ("auto", "interp", "prior")

@@ -85,3 +85,52 @@ def test_overrides_name_unknown_settings():
         tuning.with_overrides(cpu.get_config().ttt, {"epoch": 3})
     with pytest.raises(KeyError, match="mpjp"):
         tuning.with_overrides(cpu.get_config().ttt, {"loss": {"mpjp": 1.0}})
+
+
+def test_detection_ramp_fades_over_the_frames_next_to_a_gap():
+    detected = np.ones((1, 20, 2), bool)
+    detected[0, 8:11, 0] = False
+    mask = np.arange(20)[None] < 17
+    ramp = np.asarray(ttt.detection_ramp(jnp.asarray(detected), jnp.asarray(mask), 4))
+    np.testing.assert_allclose(ramp[0, :, 0], [1, 1, 1, 1, 1, .75, .5, .25, 0, 0, 0, .25, .5,
+                                               .75, 1, 1, 1, 1, 1, 1])
+    np.testing.assert_allclose(ramp[0, :, 1], 1.0)  # the other joint has no gap
+    with pytest.raises(ValueError, match="gap_output"):
+        ttt.gap_output_ramp(_ttt(gap_output="both"))
+    with pytest.raises(ValueError, match="gap_ramp"):
+        ttt.gap_output_ramp(_ttt(gap_output="prior", gap_ramp=0))
+    assert ttt.gap_output_ramp(_ttt(gap_output="ttt", gap_ramp=0)) == 0
+
+
+def test_gap_output_prior_keeps_the_prior_in_fill_on_undetected_joints():
+    from stride_jax import model_input
+
+    config = cpu.get_config("runlocal")
+    config.model.dim_in = 4
+    model = build_model(config.model)
+    params = init_params(model, jax.random.key(3))
+    params = jax.tree_util.tree_map(
+        lambda p: p + 0.05 * jax.random.normal(jax.random.key(p.size), p.shape), params)
+    rng = np.random.default_rng(0)
+    poses = rng.normal(0, 0.2, (27, 17, 3)).astype(np.float32)
+    detected = np.ones(27, bool)
+    detected[10:16] = False
+    inputs = jnp.asarray(model_input.make_input(poses[None], detected[None], 4))
+    weights = jnp.asarray(np.where(detected, 1.0, 0.3)[None], jnp.float32)
+    mask = jnp.ones((1, 27), bool)
+
+    def run(**o):
+        cfg = tuning.with_overrides(config.ttt, dict(epochs=3, lr=1e-3, **o))
+        pred, _, ok = jax.jit(ttt.make_run_one_video(model, cfg))(
+            params, inputs, weights, mask, jax.random.key(0))
+        assert bool(ok)
+        return np.asarray(pred)[0]
+
+    tuned = run(gap_output="ttt")
+    kept = run(gap_output="prior", gap_ramp=3)
+    prior = np.asarray(train_step.predict(model, params, inputs, frame_mask=mask))[0]
+    np.testing.assert_allclose(kept[10:16], prior[10:16], atol=1e-6)
+    assert not np.allclose(tuned[10:16], prior[10:16], atol=1e-3)  # TTT moved the gap
+    far = np.r_[0:8, 18:27]  # 3 frames or more from the gap: the fine-tuned prediction
+    np.testing.assert_allclose(kept[far], tuned[far], atol=1e-6)
+    np.testing.assert_allclose(kept[8], (2 * tuned[8] + prior[8]) / 3, atol=1e-5)
