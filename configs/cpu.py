@@ -12,16 +12,16 @@ from stride_jax.config_util import parse_arg
 # Test-time-training presets: overrides of the ``ttt`` section below.
 TTT_PRESETS = {
     "default": {},
-    # 30 epochs at lr 1e-4 decaying 1 % per epoch on smoothed targets (the default until
-    # 2026-12-05): about 3x the default's time.
+    # 30 epochs on targets smoothed over 15 frames, the fine-tuned prediction everywhere
+    # (the default until 2026-12-05): about 3.5x the default's time.
     "full": dict(epochs=30, lr=1e-4, schedule="exponential", warmup_epochs=0,
-                 target_smoothing=15, smoothing_candidates=()),
+                 target_smoothing=15, smoothing_candidates=(), gap_output="ttt"),
     # The official STRIDE recipe: raw targets, the four losses with velocity, lr 2e-4,
     # in-filled frames as full-weight targets.
     "paper": dict(epochs=30, lr=2e-4, lr_decay=0.99, schedule="exponential", warmup_epochs=0,
                   target_smoothing=0, smoothing_candidates=(), interp_weight=1.0,
-                  gap_target="interp", loss=dict(mpjpe=1.0, n_mpjpe=0.5, velocity=20.0,
-                                                 limb_var=200.0)),
+                  gap_target="interp", gap_output="ttt",
+                  loss=dict(mpjpe=1.0, n_mpjpe=0.5, velocity=20.0, limb_var=200.0)),
     # The prior alone: no fine-tuning (seconds instead of minutes on CPU).
     "prior": dict(epochs=0),
 }
@@ -88,39 +88,33 @@ def get_config(arg=None):
                                    gap_duty=(0.25, 0.6), depth_std=0.0, swap_prob=0.0,
                                    noise_level=(1.0, 1.0), visible_prob=0.0)
 
-    # Test-time alignment (the paper's recipe and losses: MPJPE, N-MPJPE, velocity, limb
-    # variance), with settings chosen on the validation split for our small prior
-    # (climb B + OMOMO sub10, seeds 0,1; /README.md "Choosing the TTT settings"): the
-    # targets are the detections smoothed by Savitzky-Golay (15 frames; our addition), the
-    # velocity term is off (it fitted the detections' jitter: Accel 34.7 -> 18.8); on
-    # undetected joints the targets are the prior's own in-fill before TTT (our addition;
-    # with a 3-channel prior the interpolation), weight 0.3; lr 1e-4 (the paper's 2e-4 until
-    # the 10,000-step prior, for which 1e-4 won over seeds 0-3: all / occluded / visible
-    # MPJPE 55.1 / 95.8 / 16.2 mm against 55.2 / 96.1 / 16.2; the prior alone 58.2 / 97.4 /
-    # 20.9).  With the 1,900-step prior these settings at lr 2e-4 gave 60.8 / 103.9 / 19.7
-    # on seeds 0,1; the previous defaults (in-filled frames not targets, lr 1e-4) 61.9 /
-    # 106.9 / 19.2; the prior alone 68.1 / 106.0 / 32.0.
+    # Test-time alignment: the paper's four losses on pseudo-labels (detections, gaps
+    # in-filled), with our additions marked; values chosen on the validation split, both
+    # views (docs/evaluate.md "Tuning TTT on validation"; docs/speed.md for the time).
     config.ttt = ml_collections.ConfigDict()
     config.ttt.window = 243                 # frames per window (<= model.maxlen)
     config.ttt.stride = 81                  # frames between window starts
-    config.ttt.epochs = 30                  # passes over a video's windows
-    config.ttt.lr = 1e-4
+    config.ttt.epochs = 8                   # passes over a video's windows (= Adam steps)
+    config.ttt.lr = 1e-4                    # AdamW peak learning rate
     config.ttt.weight_decay = 0.01
     config.ttt.lr_decay = 0.99              # lr multiplied by this after every epoch
     config.ttt.schedule = "exponential"     # or "cosine": warm-up, then cosine to 0
     config.ttt.warmup_epochs = 0            # linear warm-up epochs of the cosine schedule
+    # loss weights; velocity 0: the velocity term fits the detections' jitter
     config.ttt.loss = dict(mpjpe=1.0, n_mpjpe=0.5, velocity=0.0, limb_var=200.0)
     config.ttt.flip_average = False         # average with the left-right flipped prediction
     config.ttt.reverse_average = False      # average with the time-reversed prediction
     config.ttt.interp_weight = 0.3          # loss weight of undetected (in-filled) frames
     config.ttt.gap_target = "auto"          # their pseudo-labels: "interp", "prior" (the
-    # prior's own in-fill before TTT; needs dim_in 4) or "auto" (prior if dim_in is 4)
-    config.ttt.gap_output = "ttt"           # undetected joints: "ttt" or "prior" (its in-fill)
+    # prior's own in-fill before TTT, ours; needs dim_in 4) or "auto" (prior if dim_in is 4)
+    config.ttt.gap_output = "prior"         # undetected joints' output: "ttt" (the paper's)
+    # or "prior" (ours: the prior's in-fill from before TTT, which TTT only drifts from)
     config.ttt.gap_ramp = 5                 # frames to fade between the two ("prior" only)
-    config.ttt.target_smoothing = 15        # Savitzky-Golay window on the targets (0: raw)
-    config.ttt.smoothing_candidates = ()    # windows to pick from per window of frames
-    # (the one closest to the prior's prediction; needs target_smoothing = 0)
-    config.ttt.mask_ratio = 0.0             # >0: masked TTT (hide input spans; not in the paper)
+    config.ttt.target_smoothing = 0         # one Savitzky-Golay window on the targets (0: raw)
+    # ours: per window of frames the window of these (0 = raw) whose smoothed detections lie
+    # closest to the prior's prediction (needs target_smoothing = 0)
+    config.ttt.smoothing_candidates = (0, 5, 9, 15)
+    config.ttt.mask_ratio = 0.0             # >0: masked TTT (hide input spans; ours)
     config.ttt.mask_span = (5, 30)          # lengths of the hidden spans (frames)
     config.ttt.unmasked_weight = 1.0        # loss weight of frames not hidden (masked TTT)
     config.ttt.adapt_blocks = 0             # >0: only the top n block pairs + head adapt

@@ -79,7 +79,9 @@ def smoothing_choice(ttt: ml_collections.ConfigDict) -> tuple[int, tuple[int, ..
     candidates = tuple(smoothing.check_window(c) for c in ttt.get("smoothing_candidates", ()))
     if window and candidates:
         raise ValueError(f"ttt.target_smoothing={window} and ttt.smoothing_candidates="
-                         f"{candidates}: set one (target_smoothing=0 to pick per window)")
+                         f"{candidates}: set one (for one fixed window also pass "
+                         f"--config.ttt.smoothing_candidates='()'; target_smoothing=0 to "
+                         f"pick per window)")
     return window, candidates
 
 
@@ -122,6 +124,8 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     smooth, candidates = smoothing_choice(ttt)
     prior_gaps = gap_targets_from_prior(model, ttt)
     ramp = gap_output_ramp(ttt)
+    if int(ttt.epochs) == 0:  # the prior alone: no targets, nothing to blend
+        smooth, candidates, prior_gaps, ramp = 0, (), False, 0
     tta = dict(flip_average=bool(ttt.flip_average),
                reverse_average=bool(ttt.get("reverse_average", False)))
 

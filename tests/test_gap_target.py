@@ -33,7 +33,8 @@ def setup():
 
 def _first_loss(config, model, params, inputs, weights, gap_target):
     cfg = config.ttt.copy_and_resolve_references()
-    cfg.update(epochs=1, lr=0.0, target_smoothing=0, gap_target=gap_target,
+    cfg.update(epochs=1, lr=0.0, target_smoothing=0, smoothing_candidates=(),
+               gap_target=gap_target,
                loss=dict(mpjpe=1.0, n_mpjpe=0.0, velocity=0.0, limb_var=0.0))
     run = jax.jit(ttt.make_run_one_video(model, cfg))
     pred, curve, ok = run(params, inputs, weights, np.ones((1, W), bool), jax.random.key(0))

@@ -50,6 +50,7 @@ def test_ttt_fits_the_smoothed_targets():
     for window in (0, 9):
         cfg = config.ttt.copy_and_resolve_references()
         cfg.epochs, cfg.lr, cfg.target_smoothing = 1, 0.0, window
+        cfg.smoothing_candidates = ()
         curves[window] = float(jax.jit(ttt.make_run_one_video(model, cfg))(params, *args)[1][0])
     assert abs(curves[9] - curves[0]) > 1e-4
     cfg.target_smoothing = 8
