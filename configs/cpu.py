@@ -94,7 +94,7 @@ def get_config(arg=None):
     config.ttt = ml_collections.ConfigDict()
     config.ttt.window = 243                 # frames per window (<= model.maxlen)
     config.ttt.stride = 81                  # frames between window starts
-    config.ttt.epochs = 8                   # passes over a video's windows (= Adam steps)
+    config.ttt.epochs = 6                   # passes over a video's windows (= Adam steps)
     config.ttt.lr = 1e-4                    # AdamW peak learning rate
     config.ttt.weight_decay = 0.01
     config.ttt.lr_decay = 0.99              # lr multiplied by this after every epoch

@@ -114,6 +114,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     speed = {}
     for name, overrides in variants.items():
         speed[name] = time_variant(clips, prior, tuning.with_overrides(config.ttt, overrides))
+        # the accuracy pass compiled the 243-frame program first (the timing pass hits the
+        # cache): report the largest compile time seen for this setting
+        speed[name]["compile_s"] = max([speed[name]["compile_s"]] + [
+            r["compile_s"] for r in rows if r["method"] == name])
         print(f"  {name}: {speed[name]['s_per_video']:.2f} s/video "
               f"(compile {speed[name]['compile_s']:.1f} s)", flush=True)
     official_s = None
