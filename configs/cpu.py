@@ -7,7 +7,7 @@ Variants: ``configs/cpu.py:runlocal`` is a tiny model for smoke tests;
 
 import ml_collections
 
-from stride_jax.config_util import parse_arg
+from stride_jax.config_util import parse_arg, with_overrides
 
 # Test-time-training presets: overrides of the ``ttt`` section below.
 TTT_PRESETS = {
@@ -128,16 +128,12 @@ def get_config(arg=None):
                             scale_std=0.03, swap_prob=0.01, outlier_prob=0.005,
                             outlier_std=0.15)
 
-    for key, value in TTT_PRESETS[arg.ttt].items():
-        if key == "loss":
-            config.ttt.loss.update(value)
-        else:
-            config.ttt[key] = value
-
     if arg.runlocal:
         config.model.update(dim_feat=16, dim_rep=16, depth=1, num_heads=2, maxlen=81)
         config.pretrain.update(clip_len=27, clip_stride=27, batch_size=2, num_steps=4,
                                warmup_steps=1, log_every_steps=1, eval_every_steps=2,
                                checkpoint_every_steps=2)
         config.ttt.update(window=27, stride=9, epochs=2)
+    # the preset last, so a named preset is honoured in full (runlocal,ttt=prior: 0 epochs)
+    config.ttt = with_overrides(config.ttt, TTT_PRESETS[arg.ttt])
     return config

@@ -39,6 +39,7 @@ import jax
 from configs import cpu
 from stride_jax import DEFAULT_PRIOR, evalset, load_prior, tuning
 from stride_jax.aligner import Video, align_videos
+from stride_jax.config_util import with_overrides
 from stride_jax.data import dataset
 
 
@@ -90,6 +91,30 @@ def pareto(points: dict[str, tuple[float, float]]) -> set[str]:
     return front
 
 
+def build_table(summary: dict, views: Sequence[str], speed: dict[str, dict[str, float]],
+                official_s: float | None) -> list[dict[str, Any]]:
+    """One row per variant (its accuracy, ``speed`` and the ratio to the official recipe),
+    the official recipe (the ``paper`` preset's accuracy, PyTorch's seconds) and the
+    baselines (no TTT seconds)."""
+    def accuracy_row(method: str, s_per_video: float, compile_s: float,
+                     x_official: float | None) -> dict[str, Any]:
+        mean = summary[method]["mean"]
+        return {"method": method,
+                **{f"{v}_{k}": summary[method][v][k] for v in views for k in tuning.KEYS},
+                **{f"mean_{k}": mean[k] for k in tuning.KEYS},
+                "occ_vs_interp": mean.get("occ_vs_interp"), "s_per_video": s_per_video,
+                "compile_s": compile_s, "x_official": x_official}
+
+    table = [{**accuracy_row(name, t["s_per_video"], t["compile_s"],
+                             t["s_per_video"] / official_s if official_s else None), **t}
+             for name, t in speed.items()]
+    if official_s is not None and "paper" in speed:
+        table.append(accuracy_row("paper", official_s, 0.0, 1.0)
+                     | {"method": "official (PyTorch)"})
+    return table + [accuracy_row(base, 0.0, 0.0, 0.0 if official_s else None)
+                    for base in tuning.BASELINES]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     bc.warn_if_busy()
     views = args.views.split(",")
@@ -113,7 +138,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     clips = timing_videos(args.timing_videos, args.frames, config.fps, dict(config.simulator))
     speed = {}
     for name, overrides in variants.items():
-        speed[name] = time_variant(clips, prior, tuning.with_overrides(config.ttt, overrides))
+        speed[name] = time_variant(clips, prior, with_overrides(config.ttt, overrides))
         # the accuracy pass compiled the 243-frame program first (the timing pass hits the
         # cache): report the largest compile time seen for this setting
         speed[name]["compile_s"] = max([speed[name]["compile_s"]] + [
@@ -127,26 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if official_s is not None:
         print(f"  official recipe, eager PyTorch: {official_s:.2f} s/video", flush=True)
 
-    table = []
-    for name in variants:
-        mean = summary[name]["mean"]
-        table.append({"method": name, **{f"{v}_{k}": summary[name][v][k] for v in views
-                                         for k in tuning.KEYS},
-                      **{f"mean_{k}": mean[k] for k in tuning.KEYS},
-                      "occ_vs_interp": mean.get("occ_vs_interp"), **speed[name],
-                      "x_official": (speed[name]["s_per_video"] / official_s
-                                     if official_s else None)})
-    if official_s is not None and "paper" in variants:
-        paper = next(r for r in table if r["method"] == "paper")
-        table.append({**paper, "method": "official (PyTorch)", "s_per_video": official_s,
-                      "compile_s": 0.0, "x_official": 1.0})
-    for base in tuning.BASELINES:
-        mean = summary[base]["mean"]
-        table.append({"method": base, **{f"{v}_{k}": summary[base][v][k] for v in views
-                                         for k in tuning.KEYS},
-                      **{f"mean_{k}": mean[k] for k in tuning.KEYS},
-                      "occ_vs_interp": mean.get("occ_vs_interp"), "s_per_video": 0.0,
-                      "compile_s": 0.0, "x_official": 0.0 if official_s else None})
+    table = build_table(summary, views, speed, official_s)
     front = pareto({r["method"]: (r["s_per_video"], r["mean_mpjpe"]) for r in table})
     for r in table:
         r["pareto"] = r["method"] in front

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import ml_collections
@@ -29,6 +30,26 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         else:
             out[key] = type(default)(value)
     return out
+
+
+def with_overrides(section: ml_collections.ConfigDict,
+                   overrides: Mapping) -> ml_collections.ConfigDict:
+    """A copy of a config ``section`` (e.g. ``config.ttt``) with ``overrides`` applied;
+    dict-valued fields (e.g. ``loss``) are merged key by key.  An unknown key is a
+    ``KeyError`` naming it (nothing the caller passes is ignored)."""
+    out = copy.deepcopy(section.to_dict())
+    for key, value in overrides.items():
+        if key not in out:
+            raise KeyError(f"unknown setting {key!r}; known: {sorted(out)}")
+        if isinstance(out[key], dict):
+            unknown = set(value) - set(out[key])
+            if unknown:
+                raise KeyError(f"unknown key(s) {sorted(unknown)} in {key}; known: "
+                               f"{sorted(out[key])}")
+            out[key].update(value)
+        else:
+            out[key] = value
+    return ml_collections.ConfigDict(out)
 
 
 def model_overrides(argv: Sequence[str]) -> list[str]:

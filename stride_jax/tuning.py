@@ -2,7 +2,8 @@
 
 Shared by ``scripts/tune_ttt.py`` (accuracy of TTT variants) and
 ``scripts/bench_time_to_accuracy.py`` (accuracy against seconds per video).  Each variant
-is a set of overrides of a config's ``ttt`` section (``loss`` merged term by term).  The
+is a set of overrides of a config's ``ttt`` section
+(:func:`stride_jax.config_util.with_overrides`: ``loss`` merged term by term).  The
 videos are those of :func:`stride_jax.evalset.make_videos` for every (seed, view); linear
 interpolation and the Savitzky-Golay smoother are scored beside the variants.  Choose
 settings on the validation split, never on the test split.
@@ -10,7 +11,6 @@ settings on the validation split, never on the test split.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -20,29 +20,12 @@ from scipy.signal import savgol_filter
 
 from stride_jax.aligner import align_videos
 from stride_jax.checkpoint import Prior
+from stride_jax.config_util import with_overrides
 from stride_jax.evalset import VIEWS, make_videos
 from stride_jax.evaluation import SAVGOL, score_videos
 
 KEYS = ("mpjpe", "mpjpe_occ", "mpjpe_vis", "pa_mpjpe", "accel")
 BASELINES = ("interpolation", "savgol")
-
-
-def with_overrides(ttt: ml_collections.ConfigDict, overrides: Mapping) -> ml_collections.ConfigDict:
-    """A copy of ``ttt`` with ``overrides`` applied (``loss`` merged term by term); an
-    unknown key is a ``KeyError`` naming it (nothing the user passes is ignored)."""
-    out = copy.deepcopy(ttt.to_dict())
-    for key, value in overrides.items():
-        if key not in out:
-            raise KeyError(f"unknown ttt setting {key!r}; known: {sorted(out)}")
-        if key == "loss":
-            unknown = set(value) - set(out["loss"])
-            if unknown:
-                raise KeyError(f"unknown loss term(s) {sorted(unknown)}; known: "
-                               f"{sorted(out['loss'])}")
-            out["loss"].update(value)
-        else:
-            out[key] = value
-    return ml_collections.ConfigDict(out)
 
 
 def sweep(variants: Mapping[str, Mapping], prior: Prior, config: ml_collections.ConfigDict,

@@ -1,5 +1,5 @@
 """TTT options: the cosine schedule, per-window smoothing choice, time-reversal averaging,
-and the variant overrides of stride_jax.tuning."""
+and config overrides (stride_jax.config_util.with_overrides)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import pytest
 from scipy.signal import savgol_filter
 
 from configs import cpu
-from stride_jax import train_step, ttt, tuning
+from stride_jax import train_step, ttt
+from stride_jax.config_util import with_overrides
 from stride_jax.model import build_model, init_params
 
 
 def _ttt(**overrides) -> ml_collections.ConfigDict:
-    return tuning.with_overrides(cpu.get_config().ttt, overrides)
+    return with_overrides(cpu.get_config().ttt, overrides)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
@@ -79,12 +80,12 @@ def test_reverse_average_is_the_mean_with_the_reversed_real_frames():
 
 
 def test_overrides_name_unknown_settings():
-    out = tuning.with_overrides(cpu.get_config().ttt, {"epochs": 3, "loss": {"mpjpe": 2.0}})
+    out = with_overrides(cpu.get_config().ttt, {"epochs": 3, "loss": {"mpjpe": 2.0}})
     assert out.epochs == 3 and out.loss.mpjpe == 2.0 and out.loss.limb_var == 200.0
     with pytest.raises(KeyError, match="epoch"):
-        tuning.with_overrides(cpu.get_config().ttt, {"epoch": 3})
+        with_overrides(cpu.get_config().ttt, {"epoch": 3})
     with pytest.raises(KeyError, match="mpjp"):
-        tuning.with_overrides(cpu.get_config().ttt, {"loss": {"mpjp": 1.0}})
+        with_overrides(cpu.get_config().ttt, {"loss": {"mpjp": 1.0}})
 
 
 def test_detection_ramp_fades_over_the_frames_next_to_a_gap():
@@ -102,35 +103,14 @@ def test_detection_ramp_fades_over_the_frames_next_to_a_gap():
     assert ttt.gap_output_ramp(_ttt(gap_output="ttt", gap_ramp=0)) == 0
 
 
-def test_gap_output_prior_keeps_the_prior_in_fill_on_undetected_joints():
-    from stride_jax import model_input
-
-    config = cpu.get_config("runlocal")
-    config.model.dim_in = 4
-    model = build_model(config.model)
-    params = init_params(model, jax.random.key(3))
-    params = jax.tree_util.tree_map(
-        lambda p: p + 0.05 * jax.random.normal(jax.random.key(p.size), p.shape), params)
-    rng = np.random.default_rng(0)
-    poses = rng.normal(0, 0.2, (27, 17, 3)).astype(np.float32)
-    detected = np.ones(27, bool)
-    detected[10:16] = False
-    inputs = jnp.asarray(model_input.make_input(poses[None], detected[None], 4))
-    weights = jnp.asarray(np.where(detected, 1.0, 0.3)[None], jnp.float32)
-    mask = jnp.ones((1, 27), bool)
-
-    def run(**o):
-        cfg = tuning.with_overrides(config.ttt, dict(epochs=3, lr=1e-3, **o))
-        pred, _, ok = jax.jit(ttt.make_run_one_video(model, cfg))(
-            params, inputs, weights, mask, jax.random.key(0))
-        assert bool(ok)
-        return np.asarray(pred)[0]
-
-    tuned = run(gap_output="ttt")
-    kept = run(gap_output="prior", gap_ramp=3)
-    prior = np.asarray(train_step.predict(model, params, inputs, frame_mask=mask))[0]
-    np.testing.assert_allclose(kept[10:16], prior[10:16], atol=1e-6)
-    assert not np.allclose(tuned[10:16], prior[10:16], atol=1e-3)  # TTT moved the gap
-    far = np.r_[0:8, 18:27]  # 3 frames or more from the gap: the fine-tuned prediction
-    np.testing.assert_allclose(kept[far], tuned[far], atol=1e-6)
-    np.testing.assert_allclose(kept[8], (2 * tuned[8] + prior[8]) / 3, atol=1e-5)
+def test_ttt_presets_are_applied_in_full_and_unknown_ones_named():
+    assert cpu.get_config().ttt.epochs == 6
+    assert cpu.get_config("runlocal").ttt.epochs == 2
+    prior = cpu.get_config("runlocal,ttt=prior").ttt  # the preset wins over runlocal
+    assert prior.epochs == 0 and prior.window == 27
+    paper = cpu.get_config("ttt=paper").ttt
+    assert (paper.epochs, paper.lr, paper.gap_output, paper.loss.velocity) == (
+        30, 2e-4, "ttt", 20.0)
+    assert paper.loss.limb_var == 200.0  # merged term by term
+    with pytest.raises(ValueError, match="ttt='fastest'"):
+        cpu.get_config("ttt=fastest")
