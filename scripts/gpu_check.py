@@ -19,6 +19,7 @@ is found (not in a dry run).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = bench_align.main(align_args)
     if code:
         return code
-    align = bc.json.loads((out / "align" / "bench_align.json").read_text())
+    align = json.loads((out / "align" / "bench_align.json").read_text())
     torch = bc.import_torch(bc.num_cores())
     official_s = None
     if torch is not None and (dry or torch.cuda.is_available()):
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "--out", str(out / "pretrain")])
     if code:
         return code
-    pretrain = bc.json.loads((out / "pretrain" / "bench_pretrain.json").read_text())
+    pretrain = json.loads((out / "pretrain" / "bench_pretrain.json").read_text())
     rows = [{"K": r["K"], "s_per_video": r.get("vmap_per_video_s"),
              "compile_s": r.get("compile_s"), "width": r.get("width"),
              "x_official": (r["vmap_per_video_s"] / official_s

@@ -45,8 +45,8 @@ def lr_schedule(ttt: ml_collections.ConfigDict) -> optax.Schedule:
 
     ``"exponential"`` (the paper's): ``ttt.lr`` x ``ttt.lr_decay`` after every epoch.
     ``"cosine"``: linear warm-up over ``ttt.warmup_epochs`` from 0 to ``ttt.lr``, then a
-    cosine decay to 0 at epoch ``ttt.epochs`` (``lr_decay`` is then not used, and
-    must be left at 1 or its default 0.99).
+    cosine decay to 0 at epoch ``ttt.epochs``.  ``lr_decay`` belongs to the exponential
+    schedule only.
     """
     kind = ttt.get("schedule", "exponential")
     if kind not in SCHEDULES:
@@ -132,16 +132,15 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     def run(params: Any, inputs: jax.Array, weights: jax.Array, frame_mask: jax.Array,
             key: jax.Array, epoch_offset: jax.Array | int = 0):
         poses = model_input.poses_of(inputs)
+        detected = _detected(model, inputs, weights)  # [N, W, J]
         targets = smoothing.savgol(poses, frame_mask, smooth)  # poses unless smoothing
         if prior_gaps or candidates or ramp:  # the prior's prediction before TTT
             before = jax.lax.stop_gradient(train_step.predict(
                 model, params, inputs, frame_mask=frame_mask, **tta))
         if candidates:
-            targets = pick_smoothing(poses, frame_mask, _detected(model, inputs, weights),
-                                     before, candidates)
+            targets = pick_smoothing(poses, frame_mask, detected, before, candidates)
         if prior_gaps:  # the prior's in-fill, not the interpolation, on undetected joints
-            detected = model_input.validity_of(inputs)[..., None] > 0.5
-            targets = jnp.where(detected, targets, before)
+            targets = jnp.where(detected[..., None], targets, before)
         adapted, frozen = split_params(params, split)
 
         def frozen_features(x: jax.Array) -> jax.Array:
@@ -193,7 +192,7 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
         pred = train_step.predict(model, {**frozen, **state["params"]}, inputs,
                                   frame_mask=frame_mask, **tta)
         if ramp:  # undetected joints keep the prior's in-fill, blended in over ``ramp``
-            keep = detection_ramp(_detected(model, inputs, weights), frame_mask, ramp)
+            keep = detection_ramp(detected, frame_mask, ramp)
             pred = keep[..., None] * pred + (1.0 - keep[..., None]) * before
         ok = jnp.all(jnp.isfinite(curve)) & jnp.all(jnp.isfinite(pred))
         return jnp.where(ok, pred, poses), curve, ok

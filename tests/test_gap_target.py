@@ -1,4 +1,5 @@
-"""Pseudo-labels of undetected joints from the prior itself (``ttt.gap_target = "prior"``)."""
+"""The prior's own in-fill on undetected joints: as their pseudo-labels
+(``ttt.gap_target = "prior"``) and as their output (``ttt.gap_output = "prior"``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 from configs import cpu
-from stride_jax import model_input, ttt
+from stride_jax import model_input, train_step, ttt
+from stride_jax.config_util import with_overrides
 from stride_jax.model import build_model, init_params
 
 W, GAP = 27, slice(8, 19)
@@ -78,3 +80,26 @@ def test_bad_gap_target_is_named(setup):
     assert ttt.gap_targets_from_prior(model, cfg)
     assert not ttt.gap_targets_from_prior(three, cfg)
     assert cpu.get_config().ttt.gap_target == "auto"
+
+
+def test_gap_output_prior_keeps_the_prior_in_fill_on_undetected_joints(setup):
+    config, model, params, inputs, detected = setup
+    weights = np.where(detected, 1.0, 0.3)[None].astype(np.float32)
+    mask = np.ones((1, W), bool)
+
+    def run(**o):
+        cfg = with_overrides(config.ttt, dict(epochs=3, lr=1e-3, **o))
+        pred, _, ok = jax.jit(ttt.make_run_one_video(model, cfg))(
+            params, inputs, weights, mask, jax.random.key(0))
+        assert bool(ok)
+        return np.asarray(pred)[0]
+
+    tuned = run(gap_output="ttt")
+    kept = run(gap_output="prior", gap_ramp=3)
+    prior = np.asarray(train_step.predict(model, params, inputs, frame_mask=mask))[0]
+    np.testing.assert_allclose(kept[GAP], prior[GAP], atol=1e-6)
+    assert not np.allclose(tuned[GAP], prior[GAP], atol=1e-3)  # TTT moved the gap
+    far = np.r_[0:GAP.start - 2, GAP.stop + 2:W]  # 3 frames or more from the gap
+    np.testing.assert_allclose(kept[far], tuned[far], atol=1e-6)
+    edge = GAP.start - 2  # 2 frames from the gap: 2/3 fine-tuned, 1/3 the prior
+    np.testing.assert_allclose(kept[edge], (2 * tuned[edge] + prior[edge]) / 3, atol=1e-5)
