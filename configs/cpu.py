@@ -2,7 +2,7 @@
 
 Variants: ``configs/cpu.py:runlocal`` is a tiny model for smoke tests;
 ``configs/cpu.py:ttt=<preset>`` picks a test-time-training preset of ``TTT_PRESETS``
-(``default``, ``full``, ``paper``, ``prior``; docs/speed.md compares them).
+(``default``, ``full``, ``paper``, ``prior``, ``quick``; docs/speed.md compares them).
 """
 
 import ml_collections
@@ -15,15 +15,20 @@ TTT_PRESETS = {
     # 30 epochs on targets smoothed over 15 frames, the fine-tuned prediction everywhere
     # (the default until 2026-12-05): about 3.5x the default's time.
     "full": dict(epochs=30, lr=1e-4, schedule="exponential", warmup_epochs=0,
-                 target_smoothing=15, smoothing_candidates=(), gap_output="ttt"),
+                 target_smoothing=15, smoothing_candidates=(), gap_output="ttt",
+                 infill="linear", output_blend=0.0),
     # The official STRIDE recipe: raw targets, the four losses with velocity, lr 2e-4,
     # in-filled frames as full-weight targets.
     "paper": dict(epochs=30, lr=2e-4, lr_decay=0.99, schedule="exponential", warmup_epochs=0,
                   target_smoothing=0, smoothing_candidates=(), interp_weight=1.0,
+                  infill="linear", output_blend=0.0,
                   gap_target="interp", gap_output="ttt",
                   loss=dict(mpjpe=1.0, n_mpjpe=0.5, velocity=20.0, limb_var=200.0)),
     # The prior alone: no fine-tuning (seconds instead of minutes on CPU).
-    "prior": dict(epochs=0),
+    "prior": dict(epochs=0, output_blend=0.0),
+    # The prior's prediction blended with the smoothed detections, no fine-tuning: within
+    # 1 mm of the default on validation at about 1/15 of its time (docs/speed.md).
+    "quick": dict(epochs=0),
 }
 
 
@@ -92,6 +97,9 @@ def get_config(arg=None):
     # in-filled), with our additions marked; values chosen on the validation split, both
     # views (docs/evaluate.md "Tuning TTT on validation"; docs/speed.md for the time).
     config.ttt = ml_collections.ConfigDict()
+    # the pseudo-labels' in-fill of undetected frames: "linear" (the paper's) or "rotation"
+    # (ours: a turning body turns on through the gap; stride_jax/rotation_infill.py)
+    config.ttt.infill = "rotation"
     config.ttt.window = 243                 # frames per window (<= model.maxlen)
     config.ttt.stride = 81                  # frames between window starts
     config.ttt.epochs = 6                   # passes over a video's windows (= Adam steps)
@@ -114,6 +122,8 @@ def get_config(arg=None):
     # ours: per window of frames the window of these (0 = raw) whose smoothed detections lie
     # closest to the prior's prediction (needs target_smoothing = 0)
     config.ttt.smoothing_candidates = (0, 5, 9, 15)
+    # ours: output on detected joints = (1 - b) x prediction + b x their smoothed detections
+    config.ttt.output_blend = 0.5
     config.ttt.mask_ratio = 0.0             # >0: masked TTT (hide input spans; ours)
     config.ttt.mask_span = (5, 30)          # lengths of the hidden spans (frames)
     config.ttt.unmasked_weight = 1.0        # loss weight of frames not hidden (masked TTT)

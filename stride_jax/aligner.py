@@ -33,6 +33,7 @@ from stride_jax.checkpoint import Prior
 from stride_jax.data import resample, windows
 from stride_jax.interpolate import fill_missing
 from stride_jax.model import build_model
+from stride_jax.rotation_infill import pseudo_labels
 
 
 @dataclasses.dataclass
@@ -104,7 +105,7 @@ def _prepare(index: int, video: Video, ttt: ml_collections.ConfigDict,
              dim_in: int = 3) -> _Prepared:
     poses = np.asarray(video.poses, np.float32)
     valid = np.asarray(video.valid, bool)
-    pseudo = np.asarray(fill_missing(poses, valid))
+    pseudo = pseudo_labels(poses, valid, ttt.get("infill", "linear"))
     rr = skeleton.root_relative(pseudo)
     n, w = poses.shape[0], window_length(poses.shape[0], ttt)
     frame_w = np.where(valid, 1.0, ttt.interp_weight).astype(np.float32)
@@ -185,12 +186,13 @@ def _to_rate(video: Video, rate: float) -> Video:
     return dataclasses.replace(video, poses=poses, valid=valid, fps=rate)
 
 
-def _at_input_rate(result: AlignResult, video: Video, rate: float) -> AlignResult:
+def _at_input_rate(result: AlignResult, video: Video, rate: float,
+                   infill: str) -> AlignResult:
     """A result computed at the prior's ``rate`` sampled back at ``video``'s frame times."""
     if not _needs_resampling(video, rate) or not np.asarray(video.valid, bool).any():
         return dataclasses.replace(result, fps=video.fps)
     valid = np.asarray(video.valid, bool)
-    pseudo = np.asarray(fill_missing(np.asarray(video.poses, np.float32), valid))
+    pseudo = pseudo_labels(np.asarray(video.poses, np.float32), valid, infill)
     times = np.arange(valid.size) / video.fps
     refined = (resample.sample_at(result.refined, rate, times).astype(np.float32)
                if result.ok else pseudo)
@@ -212,7 +214,7 @@ def align_videos(videos: Sequence[Video], prior: Prior, ttt: ml_collections.Conf
       videos: inputs (poses in metres, camera axes; ``valid`` marks detections).
       prior: the motion prior (:func:`stride_jax.checkpoint.load_prior`).
       ttt: ``config.ttt`` (window, stride, epochs, lr, weight_decay, lr_decay, loss,
-        interp_weight, flip_average).
+        interp_weight, flip_average, infill: the pseudo-labels' in-fill).
       seed: base PRNG seed (per-video keys are ``fold_in(seed, video index)``).
       max_batch: largest K in one call (None or 0: :func:`videos_per_call`).
       use_mesh: shard the video axis over all local devices when there are several.
@@ -232,7 +234,7 @@ def align_videos(videos: Sequence[Video], prior: Prior, ttt: ml_collections.Conf
     results: list[AlignResult | None] = [None] * len(videos)
 
     def done(i: int, result: AlignResult) -> None:
-        results[i] = _at_input_rate(result, videos[i], rate)
+        results[i] = _at_input_rate(result, videos[i], rate, ttt.get("infill", "linear"))
         if on_result:
             on_result(i, results[i])
 
@@ -254,7 +256,7 @@ def _align_at_prior_rate(videos: Sequence[Video], params: Any, model_config: dic
       videos: inputs (poses in metres, camera axes; ``valid`` marks detections).
       params: prior parameters; model_config: its ``config.model``.
       ttt: ``config.ttt`` (window, stride, epochs, lr, weight_decay, lr_decay, loss,
-        interp_weight, flip_average).
+        interp_weight, flip_average, infill: the pseudo-labels' in-fill).
       seed: base PRNG seed (per-video keys are ``fold_in(seed, video index)``).
       max_batch: largest K in one call (None or 0: :func:`videos_per_call`).
       use_mesh: shard the video axis over all local devices when there are several.

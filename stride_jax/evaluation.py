@@ -19,6 +19,7 @@ from scipy.signal import savgol_filter
 from stride_jax.aligner import Video, align_videos
 from stride_jax.checkpoint import Prior
 from stride_jax.evalset import make_videos
+from stride_jax.rotation_infill import pseudo_labels
 from stride_jax.scoring import score
 
 # Loss weights added step by step (paper, Table 5); the last row is full STRIDE.
@@ -80,7 +81,6 @@ def evaluate(config: ml_collections.ConfigDict, prior: Prior, sequences: list,
         logging.info("seed %d: %d videos, %d frames, %.0f%% undetected", seed, len(videos),
                      sum(v.valid.size for v in videos),
                      100 * np.mean(np.concatenate([~v.valid for v in videos])))
-        pseudo = None
         for method in methods:
             terms = dict(ABLATION).get(method)
             ttt = ttt_variant(config.ttt, terms, epochs=0 if method == "prior" else None)
@@ -92,10 +92,10 @@ def evaluate(config: ml_collections.ConfigDict, prior: Prior, sequences: list,
             if failed:
                 logging.warning("%s: %d video(s) diverged: %s", method, len(failed), failed)
             add(method, score_videos([r.refined for r in out], truths, videos))
-            pseudo = [r.pseudo for r in out]
             logging.info("seed %d %-10s MPJPE %.1f (occluded %.1f) mm, %.1f s", seed, method,
                          results[method]["mpjpe"][-1], results[method]["mpjpe_occ"][-1],
                          time.perf_counter() - t0)
+        pseudo = [pseudo_labels(v.poses, v.valid, "linear") for v in videos]  # the paper's
         add("interpolation", score_videos(pseudo, truths, videos))
         add("savgol", score_videos([savgol_filter(p, axis=0, **SAVGOL) for p in pseudo],
                                  truths, videos))

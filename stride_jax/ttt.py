@@ -124,8 +124,11 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
     smooth, candidates = smoothing_choice(ttt)
     prior_gaps = gap_targets_from_prior(model, ttt)
     ramp = gap_output_ramp(ttt)
-    if int(ttt.epochs) == 0:  # the prior alone: no targets, nothing to blend
-        smooth, candidates, prior_gaps, ramp = 0, (), False, 0
+    blend, blend_ramp = output_blend(ttt), max(ramp, 1)
+    if int(ttt.epochs) == 0:  # the prior alone: no fine-tuning, so no gap targets or fade
+        prior_gaps, ramp = False, 0
+        if not blend:  # nor targets
+            smooth, candidates = 0, ()
     tta = dict(flip_average=bool(ttt.flip_average),
                reverse_average=bool(ttt.get("reverse_average", False)))
 
@@ -134,7 +137,8 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
         poses = model_input.poses_of(inputs)
         detected = _detected(model, inputs, weights)  # [N, W, J]
         targets = smoothing.savgol(poses, frame_mask, smooth)  # poses unless smoothing
-        if prior_gaps or candidates or ramp:  # the prior's prediction before TTT
+        if prior_gaps or candidates or ramp or not int(ttt.epochs):
+            # the prior's prediction before TTT
             before = jax.lax.stop_gradient(train_step.predict(
                 model, params, inputs, frame_mask=frame_mask, **tta))
         if candidates:
@@ -187,13 +191,19 @@ def make_run_one_video(model: DSTFormer, ttt: ml_collections.ConfigDict) -> Call
                 jax.debug.callback(progress.report_epoch, epoch_offset + i)
             return state, m["loss"]
 
-        state, curve = jax.lax.scan(body, train_step.init_state(adapted, optimizer),
-                                    jnp.arange(ttt.epochs))
-        pred = train_step.predict(model, {**frozen, **state["params"]}, inputs,
-                                  frame_mask=frame_mask, **tta)
+        if int(ttt.epochs):
+            state, curve = jax.lax.scan(body, train_step.init_state(adapted, optimizer),
+                                        jnp.arange(ttt.epochs))
+            pred = train_step.predict(model, {**frozen, **state["params"]}, inputs,
+                                      frame_mask=frame_mask, **tta)
+        else:
+            curve, pred = jnp.zeros((0,), inputs.dtype), before
         if ramp:  # undetected joints keep the prior's in-fill, blended in over ``ramp``
             keep = detection_ramp(detected, frame_mask, ramp)
             pred = keep[..., None] * pred + (1.0 - keep[..., None]) * before
+        if blend:  # detected joints: part of the way to their (smoothed) detections
+            near = detection_ramp(detected, frame_mask, blend_ramp)
+            pred = pred + blend * near[..., None] * (targets - pred)
         ok = jnp.all(jnp.isfinite(curve)) & jnp.all(jnp.isfinite(pred))
         return jnp.where(ok, pred, poses), curve, ok
 
@@ -245,6 +255,22 @@ def detection_ramp(detected: jax.Array, frame_mask: jax.Array, ramp: int) -> jax
         run = run & later & earlier
         total = total + run
     return total / ramp
+
+
+def output_blend(ttt: ml_collections.ConfigDict) -> float:
+    """Weight of the targets (the smoothed detections) in the output on detected joints
+    (our addition; 0 = the fine-tuned prediction, the paper's).
+
+    ``ttt.output_blend = b`` in [0, 1) outputs ``(1 - b) * pred + b * target`` there, faded
+    in over ``ttt.gap_ramp`` frames next to each gap (at once with ``gap_output="ttt"``);
+    undetected joints are untouched.  The prediction and the smoothed detections err
+    differently (the prior shrinks fast limbs, the smoothing keeps part of the jitter), so
+    their mean is closer than either; with ``ttt.epochs = 0`` it applies to the prior's.
+    """
+    blend = float(ttt.get("output_blend", 0.0))
+    if not 0.0 <= blend < 1.0:
+        raise ValueError(f"ttt.output_blend={blend} must be in [0, 1)")
+    return blend
 
 
 GAP_TARGETS = ("auto", "interp", "prior")

@@ -23,9 +23,10 @@ from stride_jax.checkpoint import Prior
 from stride_jax.config_util import with_overrides
 from stride_jax.evalset import VIEWS, make_videos
 from stride_jax.evaluation import SAVGOL, score_videos
+from stride_jax.rotation_infill import pseudo_labels
 
 KEYS = ("mpjpe", "mpjpe_occ", "mpjpe_vis", "pa_mpjpe", "accel")
-BASELINES = ("interpolation", "savgol")
+BASELINES = ("interpolation", "savgol", "rotation_infill")
 
 
 def sweep(variants: Mapping[str, Mapping], prior: Prior, config: ml_collections.ConfigDict,
@@ -55,7 +56,6 @@ def sweep(variants: Mapping[str, Mapping], prior: Prior, config: ml_collections.
                                          seed=seed, simulator=dict(config.simulator),
                                          max_videos=max_videos, view=view)
             base = dict(seed=seed, view=view, videos=len(videos))
-            pseudo = None
             for name, ttt in settings.items():
                 t0 = time.perf_counter()
                 out, timing = align_videos(videos, prior, ttt, seed=seed,
@@ -64,9 +64,10 @@ def sweep(variants: Mapping[str, Mapping], prior: Prior, config: ml_collections.
                 add({**base, "method": name, "run_s": timing.run_s,
                      "compile_s": timing.compile_s, "wall_s": time.perf_counter() - t0,
                      **scores})
-                pseudo = [r.pseudo for r in out]
-            for name, preds in (("interpolation", pseudo), ("savgol", [
-                    savgol_filter(p, axis=0, **SAVGOL) for p in pseudo])):
+            linear = [pseudo_labels(v.poses, v.valid, "linear") for v in videos]  # the paper's
+            for name, preds in (("interpolation", linear), ("savgol", [
+                    savgol_filter(p, axis=0, **SAVGOL) for p in linear]), ("rotation_infill", [
+                    pseudo_labels(v.poses, v.valid, "rotation") for v in videos])):
                 add({**base, "method": name, "run_s": 0.0, "compile_s": 0.0, "wall_s": 0.0,
                      **score_videos(preds, truths, videos)})
     return rows

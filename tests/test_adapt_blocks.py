@@ -53,6 +53,7 @@ def test_top_block_ttt_equals_full_model_with_frozen_lower_params(three_blocks):
     cfg.epochs, cfg.lr, cfg.adapt_blocks = 4, 1e-3, 1
     cfg.target_smoothing = 0  # the reference below fits the raw pseudo-labels
     cfg.smoothing_candidates = ()
+    cfg.output_blend = 0.0  # and outputs its prediction as it is
     rng = np.random.default_rng(0)
     inputs = (clip + rng.normal(0, 0.02, clip.shape)).astype(np.float32)[None]  # [N=1,W,J,3]
     weights = np.ones((1, 27), np.float32)

@@ -36,7 +36,7 @@ def setup():
 def _first_loss(config, model, params, inputs, weights, gap_target):
     cfg = config.ttt.copy_and_resolve_references()
     cfg.update(epochs=1, lr=0.0, target_smoothing=0, smoothing_candidates=(),
-               gap_target=gap_target,
+               gap_target=gap_target, output_blend=0.0,
                loss=dict(mpjpe=1.0, n_mpjpe=0.0, velocity=0.0, limb_var=0.0))
     run = jax.jit(ttt.make_run_one_video(model, cfg))
     pred, curve, ok = run(params, inputs, weights, np.ones((1, W), bool), jax.random.key(0))
@@ -88,7 +88,7 @@ def test_gap_output_prior_keeps_the_prior_in_fill_on_undetected_joints(setup):
     mask = np.ones((1, W), bool)
 
     def run(**o):
-        cfg = with_overrides(config.ttt, dict(epochs=3, lr=1e-3, **o))
+        cfg = with_overrides(config.ttt, dict(epochs=3, lr=1e-3, output_blend=0.0, **o))
         pred, _, ok = jax.jit(ttt.make_run_one_video(model, cfg))(
             params, inputs, weights, mask, jax.random.key(0))
         assert bool(ok)
@@ -103,3 +103,32 @@ def test_gap_output_prior_keeps_the_prior_in_fill_on_undetected_joints(setup):
     np.testing.assert_allclose(kept[far], tuned[far], atol=1e-6)
     edge = GAP.start - 2  # 2 frames from the gap: 2/3 fine-tuned, 1/3 the prior
     np.testing.assert_allclose(kept[edge], (2 * tuned[edge] + prior[edge]) / 3, atol=1e-5)
+
+
+@pytest.mark.parametrize("epochs", [0, 1])
+def test_output_blend_moves_detected_joints_toward_their_detections(setup, epochs):
+    config, model, params, inputs, detected = setup
+    weights = np.where(detected, 1.0, 0.3)[None].astype(np.float32)
+    mask = np.ones((1, W), bool)
+    cfg = with_overrides(config.ttt, dict(epochs=epochs, lr=0.0, output_blend=0.25,
+                                          target_smoothing=0, smoothing_candidates=(),
+                                          gap_output="prior", gap_ramp=4))
+    pred, curve, ok = jax.jit(ttt.make_run_one_video(model, cfg))(
+        params, inputs, weights, mask, jax.random.key(0))
+    assert bool(ok) and curve.shape == (epochs,)
+    pred = np.asarray(pred)[0]
+    prior = np.asarray(train_step.predict(model, params, inputs, frame_mask=mask))[0]
+    poses = inputs[0, ..., :3]
+    far = np.r_[0:GAP.start - 3, GAP.stop + 3:W]  # 4 frames or more from the gap
+    np.testing.assert_allclose(pred[far], 0.75 * prior[far] + 0.25 * poses[far], atol=1e-5)
+    np.testing.assert_allclose(pred[GAP], prior[GAP], atol=1e-6)  # gaps untouched
+    edge = GAP.start - 2  # 2 frames from the gap: half the blend
+    np.testing.assert_allclose(pred[edge], 0.875 * prior[edge] + 0.125 * poses[edge],
+                               atol=1e-5)
+
+
+def test_output_blend_out_of_range_is_named(setup):
+    config, model, _, _, _ = setup
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=r"ttt.output_blend=.* must be in \[0, 1\)"):
+            ttt.make_run_one_video(model, with_overrides(config.ttt, dict(output_blend=bad)))
