@@ -10,8 +10,10 @@ rotation of the whole body plus a linear change of its posture:
   edge and their angular velocity (least squares in the tangent space, outliers such as
   left/right swaps dropped);
 * the turn across the gap is the rotation from one edge's axes to the other's, plus the
-  whole turns that both edges' mean angular velocity predicts when it adds up to more
-  than half a turn over the gap; the body turns at a constant rate about that axis;
+  whole turns that the edges' mean angular velocity predicts when it adds up to more
+  than half a turn over the gap and both edges turn the same way at rates within 2x of
+  each other (a few noisy frames next to a gap must not invent turns); the body turns at
+  a constant rate about that axis;
 * the posture (the joints in the body's axes) is interpolated linearly between the edges,
   so the detected frames next to the gap are met exactly;
 * gaps whose turn is under ``linear_below`` radians keep linear interpolation (slow motion
@@ -51,12 +53,17 @@ def body_axes(rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([x, y, np.cross(x, y)], axis=-1), ok
 
 
+MIN_VELOCITY_FRAMES = 4  # fewer detected frames next to a gap: no velocity estimate
+AGREE_RATIO = 0.5  # whole turns only when the edges' rates about the axis are this close
+
+
 def fit_edge(axes: np.ndarray, frames: np.ndarray, at: int) -> tuple[np.ndarray, np.ndarray]:
     """``(orientation [3,3] at frame at, angular velocity [3] in radians per frame)`` of
     ``axes`` over ``frames`` (detected frame indices next to ``at``): a straight line in
     the tangent space about the middle frame, refitted once without outliers.  With fewer
-    than 4 frames: the nearest frame's axes and no rotation."""
-    if frames.size < 4:
+    than ``MIN_VELOCITY_FRAMES`` frames the velocity is too noisy to use: the nearest
+    frame's axes and no rotation."""
+    if frames.size < MIN_VELOCITY_FRAMES:
         nearest = frames[np.argmin(np.abs(frames - at))] if frames.size else at
         return axes[nearest], np.zeros(3)
     mid = axes[frames[frames.size // 2]]
@@ -72,12 +79,13 @@ def fit_edge(axes: np.ndarray, frames: np.ndarray, at: int) -> tuple[np.ndarray,
     return Rotation.from_rotvec(coef[0]).as_matrix() @ mid, coef[1]
 
 
-def gap_turn(start: np.ndarray, end: np.ndarray, omega: np.ndarray,
-             frames: int) -> tuple[np.ndarray, float]:
+def gap_turn(start: np.ndarray, end: np.ndarray, omega_start: np.ndarray,
+             omega_end: np.ndarray, frames: int) -> tuple[np.ndarray, float]:
     """``(unit axis, angle)`` of the turn from orientation ``start`` to ``end`` over a gap
-    of ``frames`` frames: the shortest rotation, plus the whole turns that the mean edge
-    angular velocity ``omega`` (radians per frame) predicts when it adds up to more than
-    half a turn."""
+    of ``frames`` frames: the shortest rotation, plus the whole turns that the edges' mean
+    angular velocity (radians per frame) predicts when it adds up to more than half a turn
+    and both edges turn the same way about the axis."""
+    omega = 0.5 * (omega_start + omega_end)
     rel = Rotation.from_matrix(end @ start.T).as_rotvec()
     phi = float(np.linalg.norm(rel))
     if phi > 1e-9:
@@ -87,7 +95,9 @@ def gap_turn(start: np.ndarray, end: np.ndarray, omega: np.ndarray,
     else:
         return np.array([0.0, 1.0, 0.0]), 0.0
     predicted = float(omega @ axis) * frames
-    turns = np.round((predicted - phi) / (2 * np.pi)) if abs(predicted) > np.pi else 0.0
+    rates = sorted((float(omega_start @ axis), float(omega_end @ axis)), key=abs)
+    agree = rates[0] * rates[1] > 0.0 and abs(rates[0]) >= AGREE_RATIO * abs(rates[1])
+    turns = np.round((predicted - phi) / (2 * np.pi)) if agree and abs(predicted) > np.pi else 0.0
     return axis, phi + 2 * np.pi * turns
 
 
@@ -124,7 +134,7 @@ def fill_rotating(poses: np.ndarray, valid: np.ndarray, *, fit_frames: int = 20,
         before, after = before[usable[before]], after[usable[after]]
         start, omega_a = fit_edge(axes, before, a)
         end, omega_b = fit_edge(axes, after, b)
-        axis, angle = gap_turn(start, end, 0.5 * (omega_a + omega_b), length)
+        axis, angle = gap_turn(start, end, omega_a, omega_b, length)
         span = max(rotation_above - linear_below, 1e-9)
         weight = float(np.clip((abs(angle) - linear_below) / span, 0.0, 1.0))
         if rotation_above == linear_below:

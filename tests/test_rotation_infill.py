@@ -95,15 +95,40 @@ def test_edges_and_degenerate_tracks_match_linear_interpolation():
 def test_gap_turn_adds_whole_turns_only_on_evidence():
     start = np.eye(3)
     end = Rotation.from_rotvec([0, 0.5, 0]).as_matrix()
-    axis, angle = gap_turn(start, end, np.array([0, 0.0, 0]), 48)
+    still = np.zeros(3)
+    axis, angle = gap_turn(start, end, still, still, 48)
     np.testing.assert_allclose(axis, [0, 1, 0], atol=1e-9)
     assert angle == pytest.approx(0.5)
     # 0.14 rad/frame over 48 frames = 6.7 rad: one more whole turn than the shortest way
-    _, angle = gap_turn(start, end, np.array([0, 0.14, 0]), 48)
+    spin = np.array([0, 0.14, 0])
+    _, angle = gap_turn(start, end, spin, spin, 48)
+    assert angle == pytest.approx(0.5 + 2 * np.pi)
+    _, angle = gap_turn(start, end, 0.8 * spin, 1.2 * spin, 48)  # edges close enough
     assert angle == pytest.approx(0.5 + 2 * np.pi)
     # under half a turn predicted: the shortest way, even against the edge velocity
-    _, angle = gap_turn(start, end, np.array([0, -0.05, 0]), 48)
+    back = np.array([0, -0.05, 0])
+    _, angle = gap_turn(start, end, back, back, 48)
     assert angle == pytest.approx(0.5)
+    # edges that disagree (one side barely turning, or turning the other way): no guess
+    for other in (0.3 * spin, -spin, still):
+        _, angle = gap_turn(start, end, 2 * spin, other, 48)
+        assert angle == pytest.approx(0.5), other
+
+
+def test_a_short_noisy_edge_does_not_invent_turns():
+    """Four detected frames before a gap give a noisy velocity; without the other edge's
+    agreement it must not add whole turns to slow motion."""
+    truth = _spinning(0.005)
+    rng = np.random.default_rng(3)
+    valid = np.ones(T, bool)
+    valid[4:52] = False
+    worst = 0.0
+    for _ in range(20):
+        noisy = truth + rng.normal(0, 0.03, truth.shape).astype(np.float32)
+        rot = _gap_error(fill_rotating(noisy, valid), truth, slice(4, 52))
+        lin = _gap_error(np.asarray(fill_missing(noisy, valid)), truth, slice(4, 52))
+        worst = max(worst, rot - lin)
+    assert worst < 0.01, worst
 
 
 def test_bad_input_is_named():
