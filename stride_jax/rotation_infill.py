@@ -60,14 +60,18 @@ AGREE_RATIO = 0.5  # whole turns only when the edges' rates about the axis are t
 def fit_edge(axes: np.ndarray, frames: np.ndarray, at: int) -> tuple[np.ndarray, np.ndarray]:
     """``(orientation [3,3] at frame at, angular velocity [3] in radians per frame)`` of
     ``axes`` over ``frames`` (detected frame indices next to ``at``): a straight line in
-    the tangent space about the middle frame, refitted once without outliers.  With fewer
+    the tangent space about the medoid frame, refitted once without outliers.  With fewer
     than ``MIN_VELOCITY_FRAMES`` frames the velocity is too noisy to use: the nearest
     frame's axes and no rotation."""
     if frames.size < MIN_VELOCITY_FRAMES:
         nearest = frames[np.argmin(np.abs(frames - at))] if frames.size else at
         return axes[nearest], np.zeros(3)
-    mid = axes[frames[frames.size // 2]]
-    r = Rotation.from_matrix(axes[frames] @ mid.T).as_rotvec()  # [n, 3] about the middle
+    rots = axes[frames]
+    # the reference: the frame closest (sum of angles) to the others, so that a swapped
+    # detection (its axes turned by about half a turn) is never the reference
+    cos = (np.einsum("aij,bij->ab", rots, rots) - 1.0) / 2.0
+    mid = rots[np.argmin(np.arccos(np.clip(cos, -1.0, 1.0)).sum(axis=1))]
+    r = Rotation.from_matrix(rots @ mid.T).as_rotvec()  # [n, 3] about the reference
     design = np.stack([np.ones(frames.size), (frames - at).astype(float)], axis=1)
     keep = np.ones(frames.size, bool)
     for _ in range(2):

@@ -164,3 +164,19 @@ def test_the_aligner_trains_on_the_chosen_in_fill(infill):
     expected = pseudo_labels(truth, valid, infill)
     np.testing.assert_allclose(result.pseudo, expected, atol=1e-6)
     assert (_gap_error(result.pseudo, truth, slice(20, 60)) < 1e-3) == (infill == "rotation")
+
+
+@pytest.mark.parametrize("swapped", [10, 0, 19])
+def test_edge_fit_ignores_a_swapped_frame_anywhere_in_its_window(swapped):
+    from stride_jax.rotation_infill import body_axes, fit_edge
+
+    truth = _spinning(0.1)
+    frames = np.arange(30, 50)
+    poses = truth.copy()
+    poses[frames[swapped]] = poses[frames[swapped]][skeleton.MIRROR]
+    axes, _ = body_axes((poses - poses[:, :1]).astype(np.float64))
+    true_axes, _ = body_axes((truth - truth[:, :1]).astype(np.float64))
+    orientation, omega = fit_edge(axes, frames, 49)
+    angle = Rotation.from_matrix(orientation @ true_axes[49].T).magnitude()
+    assert angle < 1e-3
+    np.testing.assert_allclose(omega, [0, 0.1, 0], atol=1e-3)
