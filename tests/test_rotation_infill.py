@@ -180,3 +180,17 @@ def test_edge_fit_ignores_a_swapped_frame_anywhere_in_its_window(swapped):
     angle = Rotation.from_matrix(orientation @ true_axes[49].T).magnitude()
     assert angle < 1e-3
     np.testing.assert_allclose(omega, [0, 0.1, 0], atol=1e-3)
+
+
+def test_infill_gaps_script_scores_each_gap():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "infill_gaps.py"
+    spec = importlib.util.spec_from_file_location("infill_gaps", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    truth = _spinning(0.17)
+    ((first, last, linear, rotation),) = script.gap_errors(truth, _valid(), truth)
+    assert (first, last) == (GAP.start, GAP.stop - 1)
+    assert rotation < 0.1 and linear > 100.0  # mm
