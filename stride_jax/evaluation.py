@@ -36,6 +36,14 @@ def ablation_methods(loss: dict) -> list[str]:
             if name == "stride" or float(loss.get(terms[-1], 0.0)) != 0.0 or i == 0]
 
 
+def baselines(videos: list[Video]) -> dict[str, list[np.ndarray]]:
+    """The classical baselines' outputs per video: ``interpolation`` (the paper's linear
+    in-fill of the detections) and ``savgol`` (:data:`SAVGOL` applied to it)."""
+    linear = [pseudo_labels(v.poses, v.valid, "linear") for v in videos]
+    return {"interpolation": linear,
+            "savgol": [savgol_filter(p, axis=0, **SAVGOL) for p in linear]}
+
+
 def score_videos(preds: list[np.ndarray], truths: list[np.ndarray],
                  videos: list[Video]) -> dict[str, float]:
     """Frame-weighted scores over videos of different lengths."""
@@ -95,10 +103,8 @@ def evaluate(config: ml_collections.ConfigDict, prior: Prior, sequences: list,
             logging.info("seed %d %-10s MPJPE %.1f (occluded %.1f) mm, %.1f s", seed, method,
                          results[method]["mpjpe"][-1], results[method]["mpjpe_occ"][-1],
                          time.perf_counter() - t0)
-        pseudo = [pseudo_labels(v.poses, v.valid, "linear") for v in videos]  # the paper's
-        add("interpolation", score_videos(pseudo, truths, videos))
-        add("savgol", score_videos([savgol_filter(p, axis=0, **SAVGOL) for p in pseudo],
-                                 truths, videos))
+        for name, preds in baselines(videos).items():
+            add(name, score_videos(preds, truths, videos))
         inputs = [np.where(v.valid[:, None, None], v.poses, t) for v, t in zip(videos, truths)]
         visible = score_videos(inputs, truths, videos)
         add("input", {k: v for k, v in visible.items() if k.endswith("_vis")})

@@ -129,6 +129,7 @@ def fill_rotating(poses: np.ndarray, valid: np.ndarray, *, fit_frames: int = 20,
     rr = out - root
     axes, ok = body_axes(rr)
     usable = valid & ok
+    span = rotation_above - linear_below  # the turn angles over which the two blend
     for a, b in zip(detected[:-1], detected[1:]):
         length = int(b - a)
         if length < 2 or not (ok[a] and ok[b]):
@@ -139,10 +140,8 @@ def fill_rotating(poses: np.ndarray, valid: np.ndarray, *, fit_frames: int = 20,
         start, omega_a = fit_edge(axes, before, a)
         end, omega_b = fit_edge(axes, after, b)
         axis, angle = gap_turn(start, end, omega_a, omega_b, length)
-        span = max(rotation_above - linear_below, 1e-9)
-        weight = float(np.clip((abs(angle) - linear_below) / span, 0.0, 1.0))
-        if rotation_above == linear_below:
-            weight = float(abs(angle) >= rotation_above)
+        weight = (float(abs(angle) >= rotation_above) if span == 0.0 else
+                  float(np.clip((abs(angle) - linear_below) / span, 0.0, 1.0)))
         if weight == 0.0:
             continue
         f = (np.arange(a + 1, b) - a)[:, None] / length  # [n, 1]

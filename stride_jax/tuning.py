@@ -16,13 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
-from scipy.signal import savgol_filter
 
 from stride_jax.aligner import align_videos
 from stride_jax.checkpoint import Prior
 from stride_jax.config_util import with_overrides
 from stride_jax.evalset import VIEWS, make_videos
-from stride_jax.evaluation import SAVGOL, score_videos
+from stride_jax.evaluation import baselines, score_videos
 from stride_jax.rotation_infill import pseudo_labels
 
 KEYS = ("mpjpe", "mpjpe_occ", "mpjpe_vis", "pa_mpjpe", "accel")
@@ -64,10 +63,8 @@ def sweep(variants: Mapping[str, Mapping], prior: Prior, config: ml_collections.
                 add({**base, "method": name, "run_s": timing.run_s,
                      "compile_s": timing.compile_s, "wall_s": time.perf_counter() - t0,
                      **scores})
-            linear = [pseudo_labels(v.poses, v.valid, "linear") for v in videos]  # the paper's
-            for name, preds in (("interpolation", linear), ("savgol", [
-                    savgol_filter(p, axis=0, **SAVGOL) for p in linear]), ("rotation_infill", [
-                    pseudo_labels(v.poses, v.valid, "rotation") for v in videos])):
+            rotation = [pseudo_labels(v.poses, v.valid, "rotation") for v in videos]
+            for name, preds in {**baselines(videos), "rotation_infill": rotation}.items():
                 add({**base, "method": name, "run_s": 0.0, "compile_s": 0.0, "wall_s": 0.0,
                      **score_videos(preds, truths, videos)})
     return rows
