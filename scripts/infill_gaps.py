@@ -21,20 +21,21 @@ from configs import cpu
 from stride_jax.data import dataset
 from stride_jax.evalset import VIEWS, make_videos
 from stride_jax.rotation_infill import pseudo_labels
+from stride_jax.skeleton import root_relative
 
 
 def gap_errors(poses: np.ndarray, valid: np.ndarray, truth: np.ndarray) -> list[tuple]:
     """``[(first, last, linear_mm, rotation_mm)]`` per run of undetected frames between
     two detections of one video."""
-    rr = lambda x: x - x[:, :1]  # noqa: E731
-    filled = {k: rr(pseudo_labels(poses, valid, k)) for k in ("linear", "rotation")}
+    filled = {k: root_relative(pseudo_labels(poses, valid, k)) for k in ("linear", "rotation")}
+    truth = root_relative(truth)
     det = np.flatnonzero(valid)
     out = []
     for a, b in zip(det[:-1], det[1:]):
         if b - a < 2:
             continue
         gap = slice(a + 1, b)
-        err = [1000 * float(np.linalg.norm(filled[k][gap] - rr(truth)[gap], axis=-1).mean())
+        err = [1000 * float(np.linalg.norm(filled[k][gap] - truth[gap], axis=-1).mean())
                for k in ("linear", "rotation")]
         out.append((int(a) + 1, int(b) - 1, *err))
     return out
