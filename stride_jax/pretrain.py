@@ -43,6 +43,7 @@ from ml_collections import config_flags
 from stride_jax import (
     checkpoint,
     corrupt,
+    deepen,
     distributed,
     files,
     logs,
@@ -216,6 +217,11 @@ def abstract_state(model, optimizer) -> Any:
         init_params(model, jax.random.key(0)), optimizer))
 
 
+def _init_key(config: ml_collections.ConfigDict) -> jax.Array:
+    """The key of a fresh run's parameter initialisation."""
+    return jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
+
+
 def init_sharded_state(config: ml_collections.ConfigDict, model, optimizer,
                        mesh: jax.sharding.Mesh) -> tuple[dict, Any, Any]:
     """Initial ``{"params", "opt"}`` placed on ``mesh``: ``(state, abstract, shardings)``.
@@ -223,7 +229,7 @@ def init_sharded_state(config: ml_collections.ConfigDict, model, optimizer,
     Params and optimiser state are replicated, or FSDP-sharded with
     ``config.pretrain.fsdp``; ``abstract`` is the ``ShapeDtypeStruct`` tree.
     """
-    key = jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1)
+    key = _init_key(config)
 
     def init():
         return train_step.init_state(init_params(model, key), optimizer)
@@ -235,11 +241,14 @@ def init_sharded_state(config: ml_collections.ConfigDict, model, optimizer,
 
 
 def warm_start_params(prior_dir: str | os.PathLike, abstract_params: Any,
-                      shardings: Any) -> Any:
+                      shardings: Any, fresh_params: Callable[[], Any] | None = None) -> Any:
     """A prior's params placed like a fresh run's (``config.pretrain.init_from``).
 
     A 3-channel prior going into a ``dim_in=4`` model gets a zero validity row
-    (``model_input.adapt_params``: the widened model starts equal to the prior).
+    (``model_input.adapt_params``: the widened model starts equal to the prior).  A
+    prior with fewer block pairs than the model gets identity blocks on top
+    (``deepen.deepen_params``: the deeper model starts equal to the prior); their other
+    parameters come from ``fresh_params()``, a fresh initialisation of the model.
 
     Raises:
       ValueError: the prior's parameters differ from the model's in structure or in any
@@ -247,7 +256,13 @@ def warm_start_params(prior_dir: str | os.PathLike, abstract_params: Any,
         when the prior is missing or damaged.
     """
     prior = checkpoint.load_prior(prior_dir)
-    params = model_input.adapt_params(prior.params, abstract_params,
+    params = prior.params
+    depth, model_depth = deepen.block_depth(params), deepen.block_depth(abstract_params)
+    if depth < model_depth and fresh_params is not None:
+        params = deepen.deepen_params(params, jax.device_get(fresh_params()))
+        logging.info("init_from: the prior's %d block pairs copied, %d identity pairs added "
+                     "on top", depth, model_depth - depth)
+    params = model_input.adapt_params(params, abstract_params,
                                       source=f"init_from prior {prior_dir}")
     return jax.tree_util.tree_map(distributed.full_to_global, params, shardings)
 
@@ -396,8 +411,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
                      f" (config.pretrain.init_from={init_from} ignored: the run's own "
                      "checkpoint wins)" if init_from else "")
     elif init_from:
-        state = {**state, "params": warm_start_params(init_from, abstract["params"],
-                                                      shardings["params"])}
+        state = {**state, "params": warm_start_params(
+            init_from, abstract["params"], shardings["params"],
+            fresh_params=lambda: init_params(model, _init_key(config)))}
         logging.info("fresh run: params warm-started from the prior %s "
                      "(config.pretrain.init_from)", init_from)
     else:
