@@ -61,7 +61,7 @@ def deepen_params(prior: Any, fresh: Any) -> Any:
 
 
 def _copy(tree: Any) -> Any:
-    if isinstance(tree, dict) or hasattr(tree, "items"):
+    if hasattr(tree, "items"):  # dict or FrozenDict
         return {k: _copy(v) for k, v in tree.items()}
     return np.array(tree, np.float32)
 
