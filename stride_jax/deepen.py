@@ -10,12 +10,13 @@ new blocks from there (the zeroed output layers get gradients at once, the rest 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+import jax
 import numpy as np
 
-_BLOCK = re.compile(r"^(blocks_st|blocks_ts|ts_attn)_(\d+)$")
+from stride_jax.model import block_index
+
 # the output layer of each residual branch of a Block (see model.Block)
 _BRANCH_OUT = (("attn_s", "proj"), ("attn_t", "proj"), ("mlp_s", "fc2"), ("mlp_t", "fc2"))
 
@@ -47,9 +48,9 @@ def deepen_params(prior: Any, fresh: Any) -> Any:
                          f"the model {big}")
     out = {}
     for name, sub in fresh.items():
-        match = _BLOCK.match(name)
-        if match and int(match.group(2)) >= d:
-            out[name] = _identity_branch(sub) if match.group(1) != "ts_attn" else _copy(sub)
+        block = block_index(name)
+        if block is not None and block >= d:
+            out[name] = _copy(sub) if name.startswith("ts_attn_") else _identity_branch(sub)
             continue
         if name not in prior:
             raise ValueError(f"the prior has no parameter {name!r} (different architecture?)")
@@ -61,9 +62,7 @@ def deepen_params(prior: Any, fresh: Any) -> Any:
 
 
 def _copy(tree: Any) -> Any:
-    if hasattr(tree, "items"):  # dict or FrozenDict
-        return {k: _copy(v) for k, v in tree.items()}
-    return np.array(tree, np.float32)
+    return jax.tree_util.tree_map(lambda x: np.array(x, np.float32), tree)
 
 
 def _identity_branch(block: Any) -> Any:

@@ -293,6 +293,15 @@ class DSTFormer(nn.Module):
         return out
 
 
+_BLOCK_PREFIXES = ("blocks_st_", "blocks_ts_", "ts_attn_")
+
+
+def block_index(name: str) -> int | None:
+    """The block pair a top-level DSTFormer parameter belongs to (``blocks_st_<i>``,
+    ``blocks_ts_<i>``, ``ts_attn_<i>``: ``i``); None for the embeddings, norm and head."""
+    return int(name.rsplit("_", 1)[1]) if name.startswith(_BLOCK_PREFIXES) else None
+
+
 def build_model(model_config: ml_collections.ConfigDict | dict) -> DSTFormer:
     """Builds a DSTFormer from ``config.model`` (fields as in ``configs/*.py``).
 

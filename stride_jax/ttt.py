@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from stride_jax import corrupt, distributed, model_input, progress, smoothing, train_step
 from stride_jax.interpolate import fill_missing
-from stride_jax.model import DSTFormer
+from stride_jax.model import DSTFormer, block_index
 
 TTTFn = Callable[..., tuple[jax.Array, jax.Array, jax.Array]]
 
@@ -311,8 +311,9 @@ def split_params(params: Any, first_adapted: int) -> tuple[dict, dict]:
         return dict(params), {}
 
     def adapts(name: str) -> bool:
-        if name.startswith(("blocks_st_", "blocks_ts_", "ts_attn_")):
-            return int(name.rsplit("_", 1)[1]) >= first_adapted
+        block = block_index(name)
+        if block is not None:
+            return block >= first_adapted
         return name in ("norm", "pre_logits_fc", "head")
 
     adapted = {k: v for k, v in params.items() if adapts(k)}
