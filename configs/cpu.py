@@ -16,10 +16,12 @@ TTT_PRESETS = {
     # (the default until 2026-12-05): about 3.5x the default's time.
     "full": dict(epochs=30, lr=1e-4, schedule="exponential", warmup_epochs=0,
                  target_smoothing=15, smoothing_candidates=(), gap_output="ttt",
-                 infill="linear", output_blend=0.0),
+                 infill="linear", output_blend=0.0, adam_b1=0.9, interp_weight=0.3,
+                 loss=dict(mpjpe=1.0, n_mpjpe=0.5, velocity=0.0, limb_var=200.0)),
     # The official STRIDE recipe: raw targets, the four losses with velocity, lr 2e-4,
     # in-filled frames as full-weight targets.
     "paper": dict(epochs=30, lr=2e-4, lr_decay=0.99, schedule="exponential", warmup_epochs=0,
+                  adam_b1=0.9,
                   target_smoothing=0, smoothing_candidates=(), interp_weight=1.0,
                   infill="linear", output_blend=0.0,
                   gap_target="interp", gap_output="ttt",
@@ -106,14 +108,15 @@ def get_config(arg=None):
     config.ttt.epochs = 6                   # passes over a video's windows (= Adam steps)
     config.ttt.lr = 1e-4                    # AdamW peak learning rate
     config.ttt.weight_decay = 0.01
+    config.ttt.adam_b1 = 0.5                # AdamW's first-moment decay (b2 0.999, eps 1e-8)
     config.ttt.lr_decay = 0.99              # lr multiplied by this after every epoch
     config.ttt.schedule = "exponential"     # or "cosine": warm-up, then cosine to 0
     config.ttt.warmup_epochs = 0            # linear warm-up epochs of the cosine schedule
     # loss weights; velocity 0: the velocity term fits the detections' jitter
-    config.ttt.loss = dict(mpjpe=1.0, n_mpjpe=0.5, velocity=0.0, limb_var=200.0)
+    config.ttt.loss = dict(mpjpe=1.0, n_mpjpe=0.5, velocity=0.0, limb_var=50.0)
     config.ttt.flip_average = False         # average with the left-right flipped prediction
     config.ttt.reverse_average = False      # average with the time-reversed prediction
-    config.ttt.interp_weight = 0.3          # loss weight of undetected (in-filled) frames
+    config.ttt.interp_weight = 0.1          # loss weight of undetected (in-filled) frames
     config.ttt.gap_target = "auto"          # their pseudo-labels: "interp", "prior" (the
     # prior's own in-fill before TTT, ours; needs dim_in 4) or "auto" (prior if dim_in is 4)
     config.ttt.gap_output = "prior"         # undetected joints' output: "ttt" (the paper's)

@@ -63,7 +63,8 @@ def lr_schedule(ttt: ml_collections.ConfigDict) -> optax.Schedule:
 
 def make_optimizer(ttt: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """AdamW, one step per epoch, at :func:`lr_schedule`."""
-    return train_step.make_optimizer(lr_schedule(ttt), weight_decay=ttt.weight_decay)
+    return train_step.make_optimizer(lr_schedule(ttt), weight_decay=ttt.weight_decay,
+                                     b1=float(ttt.get("adam_b1", 0.9)))
 
 
 def smoothing_choice(ttt: ml_collections.ConfigDict) -> tuple[int, tuple[int, ...]]:

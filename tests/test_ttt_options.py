@@ -81,7 +81,7 @@ def test_reverse_average_is_the_mean_with_the_reversed_real_frames():
 
 def test_overrides_name_unknown_settings():
     out = with_overrides(cpu.get_config().ttt, {"epochs": 3, "loss": {"mpjpe": 2.0}})
-    assert out.epochs == 3 and out.loss.mpjpe == 2.0 and out.loss.limb_var == 200.0
+    assert out.epochs == 3 and out.loss.mpjpe == 2.0 and out.loss.limb_var == 50.0
     with pytest.raises(KeyError, match="epoch"):
         with_overrides(cpu.get_config().ttt, {"epoch": 3})
     with pytest.raises(KeyError, match="mpjp"):
@@ -114,3 +114,22 @@ def test_ttt_presets_are_applied_in_full_and_unknown_ones_named():
     assert paper.loss.limb_var == 200.0  # merged term by term
     with pytest.raises(ValueError, match="ttt='fastest'"):
         cpu.get_config("ttt=fastest")
+
+
+def test_adam_b1_reaches_the_optimizer():
+    """Two AdamW steps of ttt.make_optimizer against a NumPy AdamW with that b1."""
+    cfg = _ttt(adam_b1=0.5, lr=1e-2, lr_decay=1.0, weight_decay=0.1)
+    params = {"w": jnp.array([1.0, -2.0, 0.5])}
+    grads = [np.array([0.3, -0.1, 2.0]), np.array([-0.2, 0.4, 1.0])]
+    opt = ttt.make_optimizer(cfg)
+    state, p = opt.init(params), params
+    w, m, v = np.array([1.0, -2.0, 0.5]), np.zeros(3), np.zeros(3)
+    for t, g in enumerate(grads, start=1):
+        updates, state = opt.update({"w": jnp.asarray(g, jnp.float32)}, state, p)
+        p = {"w": p["w"] + updates["w"]}
+        m, v = 0.5 * m + 0.5 * g, 0.999 * v + 0.001 * g * g
+        step = (m / (1 - 0.5 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        w = w - 1e-2 * (step + 0.1 * w)
+    np.testing.assert_allclose(np.asarray(p["w"]), w, rtol=1e-5)
+    with pytest.raises(ValueError, match="b1"):
+        ttt.make_optimizer(_ttt(adam_b1=1.0))
