@@ -29,8 +29,8 @@ TTT_PRESETS = {
     # The prior alone: no fine-tuning (seconds instead of minutes on CPU).
     "prior": dict(epochs=0),
     # The prior's prediction blended halfway with the smoothed detections, no fine-tuning:
-    # within 1.1 mm of the default on validation at 1/20 of its time, worse on the test
-    # split's slow motion (docs/speed.md).
+    # within 1 mm of the default on validation (all frames) at 1/19 of its time, worse on
+    # the test split's slow motion (docs/speed.md).
     "quick": dict(epochs=0, output_blend=0.5),
 }
 
