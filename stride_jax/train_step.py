@@ -30,7 +30,8 @@ StepFn = Callable[[State, Batch, jax.Array], tuple[State, dict[str, jax.Array]]]
 
 def make_optimizer(learning_rate: float | optax.Schedule, *, weight_decay: float,
                    grad_clip: float | None = None, b1: float = 0.9) -> optax.GradientTransformation:
-    """AdamW (PyTorch defaults: b1 0.9, b2 0.999, eps 1e-8) with optional global-norm clip."""
+    """AdamW (b2 0.999, eps 1e-8; ``b1`` 0.9 by default: PyTorch's) with optional
+    global-norm clip."""
     if not 0.0 <= b1 < 1.0:
         raise ValueError(f"Adam b1={b1} must be in [0, 1)")
     adamw = optax.adamw(learning_rate, b1=b1, b2=0.999, eps=1e-8, weight_decay=weight_decay)

@@ -62,7 +62,8 @@ def lr_schedule(ttt: ml_collections.ConfigDict) -> optax.Schedule:
 
 
 def make_optimizer(ttt: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW, one step per epoch, at :func:`lr_schedule`."""
+    """AdamW, one step per epoch, at :func:`lr_schedule`, first-moment decay
+    ``ttt.adam_b1`` (0.9, PyTorch's, when the config lacks it)."""
     return train_step.make_optimizer(lr_schedule(ttt), weight_decay=ttt.weight_decay,
                                      b1=float(ttt.get("adam_b1", 0.9)))
 
