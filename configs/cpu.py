@@ -17,7 +17,7 @@ TTT_PRESETS = {
     "full": dict(epochs=30, lr=1e-4, schedule="exponential", warmup_epochs=0,
                  target_smoothing=15, smoothing_candidates=(), gap_output="ttt",
                  infill="linear", output_blend=0.0, adam_b1=0.9, interp_weight=0.3,
-                 loss=dict(mpjpe=1.0, n_mpjpe=0.5, velocity=0.0, limb_var=200.0)),
+                 loss=dict(limb_var=200.0)),  # merged into the default's loss weights
     # The official STRIDE recipe: raw targets, the four losses with velocity, lr 2e-4,
     # in-filled frames as full-weight targets.
     "paper": dict(epochs=30, lr=2e-4, lr_decay=0.99, schedule="exponential", warmup_epochs=0,
